@@ -1,0 +1,98 @@
+"""The pycaffe backend: real Caffe behind magic_init's Net interface.
+
+``PycaffeNet`` builds ``caffe.Net`` from the same instantiated NetParameter the built-in engine
+uses (magic_init.netgraph: phase filtering, data layers turned into inputs, splits), so layer and
+blob names agree between backends. Everything pycaffe offers (``blobs``, ``params``, ``forward``,
+``backward``, ``reshape``, ``inputs``, ``outputs``, ``top_names``, ``bottom_names``, ``layers``) is
+passed through; what it lacks (``layer_names``, ``layer_types``, ``clear_param_diffs``, weight I/O
+with clean errors and atomic writes) is added here. A CUDA device selects Caffe's GPU mode.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+
+from google.protobuf import text_format
+
+from magic_init.errors import BackendError
+from magic_init.io import read_caffemodel, read_prototxt, write_caffemodel
+from magic_init.io.weights import match_weights
+from magic_init.netgraph import instantiate
+from magic_init.proto import caffe_pb2
+
+
+def _select_device(caffe, device):
+    """Caffe's global mode: set_mode_gpu + set_device for 'cuda[:N]', set_mode_cpu for 'cpu'."""
+    if device == "cpu":
+        caffe.set_mode_cpu()
+        return
+    if not device.startswith("cuda"):
+        raise BackendError("unknown device %r; use cpu, cuda or cuda:N" % device)
+    index = int(device.split(":")[1]) if ":" in device else 0
+    try:
+        caffe.set_mode_gpu()
+        caffe.set_device(index)
+    except Exception as e:  # a CPU-only Caffe build raises here
+        raise BackendError("device %s asked for, but this Caffe cannot use a GPU (%s)" % (device, e))
+
+
+class PycaffeNet:
+    """A ``caffe.Net`` with magic_init's Net interface (see docs/ARCHITECTURE.md)."""
+
+    def __init__(self, net, weights=None, phase="test", device="cpu", input_shapes=None,
+                 level=0, stages=()):
+        import caffe
+
+        _select_device(caffe, device)
+        source = read_prototxt(net) if isinstance(net, (str, os.PathLike)) else net
+        self.net_param = instantiate(source, phase=phase, level=level, stages=stages,
+                                     input_shapes=input_shapes)
+        self.phase, self.device = phase, device
+        caffe_phase = caffe.TRAIN if phase == "train" else caffe.TEST
+        with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
+            f.write(text_format.MessageToString(self._without_state_rules(self.net_param)))
+        try:
+            self._net = caffe.Net(f.name, caffe_phase)
+        finally:
+            os.unlink(f.name)
+        if weights is not None:
+            self.copy_from(weights)
+
+    @staticmethod
+    def _without_state_rules(net_param):
+        """instantiate() already applied include/exclude; Caffe must not filter again by its own state."""
+        clean = caffe_pb2.NetParameter()
+        clean.CopyFrom(net_param)
+        for layer in clean.layer:
+            del layer.include[:]
+            del layer.exclude[:]
+        return clean
+
+    def __getattr__(self, name):
+        return getattr(self._net, name)
+
+    @property
+    def layer_names(self):
+        return list(self._net._layer_names)
+
+    @property
+    def layer_types(self):
+        return [layer.type for layer in self._net.layers]
+
+    def clear_param_diffs(self):
+        for blobs in self._net.params.values():
+            for blob in blobs:
+                blob.diff[...] = 0
+
+    def copy_from(self, path):
+        """Load weights by layer name with Caffe's copy_from rules, but clean errors (no abort)."""
+        model = read_caffemodel(path)
+        targets = {name: [tuple(b.data.shape) for b in blobs] for name, blobs in self._net.params.items()}
+        for name, arrays in match_weights(model.weights, targets, source=str(path)).items():
+            for blob, array in zip(self._net.params[name], arrays):
+                blob.data[...] = array
+
+    def save(self, path):
+        """Write the current weights as a caffemodel of the instantiated net (atomically)."""
+        weights = {name: [b.data.copy() for b in blobs] for name, blobs in self._net.params.items()}
+        write_caffemodel(path, self.net_param, weights)

@@ -1,0 +1,47 @@
+"""Atomic file writes: readers see the old file or the complete new one, never a partial one."""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+
+from magic_init.errors import ModelFileError
+
+
+@contextlib.contextmanager
+def atomic_write(path):
+    """Yield a binary file object; on success its content replaces ``path`` atomically.
+
+    The data goes to a temporary file in the same folder (so ``os.replace`` is a rename on one
+    file system), is flushed and fsync'ed, then renamed over ``path``. If the body raises, the
+    temporary file is removed and an existing ``path`` is left untouched.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp_path = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+                                        dir=folder)
+    except OSError as error:
+        raise ModelFileError("%s: cannot create a file in %s (%s)" % (path, folder, error.strerror)) from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        _keep_existing_mode(path, tmp_path)
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_path)
+        raise
+
+
+def _keep_existing_mode(path: str, tmp_path: str) -> None:
+    """Give the new file the permissions of the file it replaces, or the umask default."""
+    try:
+        mode = os.stat(path).st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    os.chmod(tmp_path, mode)

@@ -1,0 +1,134 @@
+"""Pick and load the sample: ``num_images`` images of a source, transformed, as float32 NCHW.
+
+Selection: when the source holds more than ``num_images`` items, they are visited in the order of a
+permutation drawn from ``numpy.random.RandomState(seed)`` (deterministic for a fixed seed); otherwise
+in source order. Unreadable items are logged, skipped and counted, and the next item of the order
+takes their place, so ``num_images`` are used whenever the source has that many readable ones.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from magic_init.data.images import UnreadableImage
+from magic_init.data.sources import open_source
+from magic_init.errors import DataError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NUM_IMAGES = 160
+
+
+@dataclass
+class Batch:
+    """One batch: ``data`` (n, C, H, W) float32, ``labels`` (n,) int64 or None, item ``names``."""
+
+    data: np.ndarray
+    labels: np.ndarray | None
+    names: list
+
+
+@dataclass
+class Sample(Batch):
+    """The whole sample, plus what was skipped: ``skipped`` is a list of (item name, reason)."""
+
+    skipped: list = field(default_factory=list)
+    source_size: int = 0
+
+    @property
+    def used(self) -> int:
+        return len(self.data)
+
+
+class SampleReader:
+    """Iterate a source's sample in batches; ``used``/``skipped`` are filled while iterating."""
+
+    def __init__(self, source, transform, num_images: int = DEFAULT_NUM_IMAGES, seed: int = 0):
+        self.source = source if hasattr(source, "read") else open_source(source)
+        self.transform = transform
+        self.num_images = int(num_images)
+        self.seed = seed
+        self.used = 0
+        self.skipped = []
+        self._shape = None
+
+    def order(self) -> np.ndarray:
+        """Visiting order of the source's items (see module docstring)."""
+        n = len(self.source)
+        if n <= self.num_images:
+            return np.arange(n)
+        return np.random.RandomState(self.seed).permutation(n)
+
+    def batches(self, batch_size: int = 16):
+        """Yield ``Batch``es of at most ``batch_size`` images until ``num_images`` are used."""
+        self.used, self.skipped, self._shape = 0, [], None
+        rng = np.random.RandomState(self.seed + 1)  # crops/mirrors in TRAIN phase only
+        items = []
+        for index in self.order():
+            if self.used + len(items) >= self.num_images:
+                break
+            item = self._load(int(index), rng)
+            if item is not None:
+                items.append(item)
+            if len(items) == batch_size:
+                self.used += len(items)
+                yield _stack(items)
+                items = []
+        if items:
+            self.used += len(items)
+            yield _stack(items)
+        self._check_not_empty()
+
+    def _load(self, index: int, rng):
+        """(array, label, name) of one item, or None (logged and counted) when it cannot be read."""
+        name = self.source.item_name(index)
+        try:
+            image, label = self.source.read(index)
+        except UnreadableImage as e:
+            log.warning("skipping %s: %s", name, e)
+            self.skipped.append((name, str(e)))
+            return None
+        array = self.transform(image, rng=rng, name=name)
+        if self._shape is None:
+            self._shape = array.shape
+        elif array.shape != self._shape:
+            raise DataError("%s: transformed to %s but earlier images gave %s; set a resize size or crop_size"
+                            % (name, array.shape, self._shape))
+        return array, label, name
+
+    def _check_not_empty(self):
+        if self.used == 0:
+            raise DataError("%s: none of its %d images could be read" % (self.source.name, len(self.source)))
+        if self.skipped:
+            log.warning("%s: used %d images, skipped %d unreadable", self.source.name, self.used,
+                        len(self.skipped))
+
+
+def load_sample(source, transform, num_images: int = DEFAULT_NUM_IMAGES, seed: int = 0,
+                batch_size: int = 64) -> Sample:
+    """Load the whole sample as one array (160 x 3 x 227 x 227 float32 is about 100 MB)."""
+    reader = SampleReader(source, transform, num_images, seed)
+    batches = list(reader.batches(batch_size))
+    whole = _concat(batches)
+    return Sample(whole.data, whole.labels, whole.names, skipped=reader.skipped,
+                  source_size=len(reader.source))
+
+
+def _stack(items) -> Batch:
+    arrays, labels, names = zip(*items)
+    return Batch(np.stack(arrays), _labels_or_none(labels), list(names))
+
+
+def _concat(batches) -> Batch:
+    labels = [b.labels for b in batches]
+    joined = None if any(lab is None for lab in labels) else np.concatenate(labels)
+    return Batch(np.concatenate([b.data for b in batches]), joined, [n for b in batches for n in b.names])
+
+
+def _labels_or_none(labels):
+    """Labels as int64, or None when any item has none (a list line without a label)."""
+    if any(label is None for label in labels):
+        return None
+    return np.asarray(labels, dtype=np.int64)

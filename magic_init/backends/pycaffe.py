@@ -15,8 +15,7 @@ import tempfile
 from google.protobuf import text_format
 
 from magic_init.errors import BackendError
-from magic_init.io import read_caffemodel, read_prototxt, write_caffemodel
-from magic_init.io.weights import match_weights
+from magic_init.io import copy_weights, read_caffemodel, read_prototxt, write_caffemodel
 from magic_init.netgraph import instantiate
 from magic_init.proto import caffe_pb2
 
@@ -86,11 +85,7 @@ class PycaffeNet:
 
     def copy_from(self, path):
         """Load weights by layer name with Caffe's copy_from rules, but clean errors (no abort)."""
-        model = read_caffemodel(path)
-        targets = {name: [tuple(b.data.shape) for b in blobs] for name, blobs in self._net.params.items()}
-        for name, arrays in match_weights(model.weights, targets, source=str(path)).items():
-            for blob, array in zip(self._net.params[name], arrays):
-                blob.data[...] = array
+        copy_weights(read_caffemodel(path).weights, self._net.params, source_name=str(path))
 
     def save(self, path):
         """Write the current weights as a caffemodel of the instantiated net (atomically)."""

@@ -1,0 +1,212 @@
+"""The ``magic_init`` command (click).
+
+    magic_init PROTOTXT OUTPUT [--data SRC] [--init kmeans] [--load MODEL] ...   initialize / rescale
+    magic_init stats PROTOTXT [--load MODEL] --data SRC [--json F] [--plot F]    measure (Fig. 1)
+
+Library code raises ``MagicInitError``; this module is the one place that turns it into a single
+``magic_init: error: ...`` line and exit code 1 (click's own usage errors exit 2). Tracebacks are
+shown only for unexpected errors with ``-vv`` or MAGIC_INIT_DEBUG=1.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+
+import click
+
+from magic_init import __version__
+from magic_init.errors import MagicInitError
+from magic_init.io import atomic_write
+
+INITS = ("gaussian", "pca", "zca", "kmeans", "rand")
+log = logging.getLogger("magic_init")
+
+
+class DefaultCommandGroup(click.Group):
+    """A group that runs ``init`` when the first argument is not a subcommand name."""
+
+    default_command = "init"
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+            args = [self.default_command] + list(args)
+        return super().parse_args(ctx, args)
+
+
+def _common_options(func):
+    """Options shared by ``init`` and ``stats``: the data sample, the backend, logging."""
+    options = [
+        click.option("--data", "data", metavar="SRC",
+                     help="Sample images: ImageData list, glob, folder, LMDB, or 'prototxt' (the net's data layer)."),
+        click.option("--root", type=click.Path(file_okay=False), help="Folder that relative list paths are resolved against."),
+        click.option("--load", "load", type=click.Path(dir_okay=False), metavar="MODEL",
+                     help="Start from this caffemodel (binary, text or HDF5; legacy formats upgraded)."),
+        click.option("--num-images", default=160, show_default=True, type=click.IntRange(1), help="Images in the sample."),
+        click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1), help="Images per forward pass."),
+        click.option("--mean", metavar="B,G,R", help="Mean to subtract (overrides the prototxt's transform_param)."),
+        click.option("--scale", type=float, help="Multiply pixels by this after mean subtraction."),
+        click.option("--size", metavar="H[,W]", help="Input size (overrides the net's input shape)."),
+        click.option("--seed", default=0, show_default=True, type=int, help="Seed for sampling and random inits."),
+        click.option("--backend", type=click.Choice(("auto", "caffe", "torch")), default="auto", show_default=True,
+                     help="pycaffe when it imports (auto), or force one."),
+        click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
+        click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bars."),
+        click.option("-v", "--verbose", count=True, help="More log output (-vv: debug, with tracebacks)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _setup_logging(quiet, verbose):
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose >= 2 else logging.INFO)
+    logging.basicConfig(level=level, format="%(message)s" if level > logging.DEBUG else "%(name)s: %(message)s",
+                        stream=sys.stderr)
+    logging.getLogger().setLevel(level)
+    return not quiet and sys.stderr.isatty()
+
+
+def _parse_floats(text, what):
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise click.BadParameter("expected comma-separated numbers, got %r" % text, param_hint=what)
+
+
+def _parse_size(text):
+    values = _parse_floats(text, "--size")
+    if values is None:
+        return None
+    if len(values) not in (1, 2) or min(values) < 1:
+        raise click.BadParameter("expected H or H,W", param_hint="--size")
+    return (int(values[0]), int(values[-1]))
+
+
+def _sample_options(kw):
+    return dict(data=kw["data"], root=kw["root"], num_images=kw["num_images"], batch_size=kw["batch_size"],
+                mean=_parse_floats(kw["mean"], "--mean"), scale=kw["scale"], size=_parse_size(kw["size"]),
+                seed=kw["seed"])
+
+
+def _same_file(a, b):
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+@click.group(cls=DefaultCommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(version=__version__, prog_name="magic_init")
+def cli():
+    """Data-dependent initialization of Caffe models (Krähenbühl et al., ICLR 2016).
+
+    Run `magic_init PROTOTXT OUTPUT --data SRC` to initialize (the default command, `init`),
+    or `magic_init stats PROTOTXT --data SRC` to measure a net.
+    """
+
+
+@cli.command("init")
+@click.argument("prototxt", type=click.Path(dir_okay=False))
+@click.argument("output", type=click.Path(dir_okay=False))
+@click.option("--init", "init", type=click.Choice(INITS), default="gaussian", show_default=True,
+              help="Weight initialization before within-layer normalization (paper §3.3).")
+@click.option("--beta", default=0.1, show_default=True, type=float, help="Mean of the initialized layers' outputs (Alg. 1).")
+@click.option("--within-layer/--no-within-layer", default=None,
+              help="Algorithm 1 on zero-weight layers. Default: on, except with --load (paper §4.3).")
+@click.option("--between-layer/--no-between-layer", default=True, show_default=True,
+              help="Algorithm 2: equalize change rates across layers.")
+@click.option("--alpha", default=0.25, show_default=True, type=click.FloatRange(0, 1),
+              help="Damping of Algorithm 2.")
+@click.option("--max-iter", default=10, show_default=True, type=click.IntRange(0), help="Algorithm 2 iterations at most.")
+@click.option("--tol", default=0.01, show_default=True, type=float,
+              help="Algorithm 2 stops when every layer's change rate is within this relative distance of the mean.")
+@click.option("--zero-all", is_flag=True, help="Re-initialize every affine layer, even those with weights.")
+@click.option("--zero-from", metavar="LAYER", help="Re-initialize LAYER and every affine layer after it.")
+@click.option("--memory-limit", default=1024, show_default=True, type=click.IntRange(16), metavar="MB",
+              help="Memory for patches gathered by pca/zca/kmeans/rand.")
+@click.option("--overwrite", is_flag=True, help="Allow OUTPUT to be the --load file.")
+@_common_options
+def init_command(prototxt, output, **kw):
+    """Initialize PROTOTXT's weights from data and write OUTPUT (a caffemodel)."""
+    from magic_init import load
+
+    progress = _setup_logging(kw.pop("quiet"), kw.pop("verbose"))
+    if kw["load"] and _same_file(kw["load"], output) and not kw["overwrite"]:
+        raise click.UsageError("OUTPUT is the --load model; pass --overwrite to replace it")
+    if _same_file(prototxt, output):
+        raise click.UsageError("OUTPUT is the PROTOTXT itself")
+    load.check_writable(output)
+    if kw["alpha"] <= 0:
+        raise click.BadParameter("must be in (0, 1]", param_hint="--alpha")
+    within = kw["within_layer"] if kw["within_layer"] is not None else not kw["load"]
+    model = load.read_model(prototxt, kw["load"])
+    net = load.build_net(model, backend=kw["backend"], device=kw["device"], batch_size=kw["batch_size"],
+                         size=_parse_size(kw["size"]))
+    sample = load.load_sample(net, model, progress=progress, **_sample_options(kw))
+    from magic_init.algorithm import BetweenLayer, WithinLayer, run_passes
+
+    passes = []
+    if within:
+        passes.append(WithinLayer(init=kw["init"], beta=kw["beta"], zero_all=kw["zero_all"],
+                                  zero_from=kw["zero_from"], seed=kw["seed"], max_patch_mb=kw["memory_limit"]))
+    if kw["between_layer"]:
+        passes.append(BetweenLayer(alpha=kw["alpha"], max_iter=kw["max_iter"], tol=math.log1p(kw["tol"]),
+                                   seed=kw["seed"] + 1))
+    run_passes(net, sample.data, passes, batch_size=kw["batch_size"])
+    load.save_model(output, model, net)
+    log.info("wrote %s", output)
+
+
+@cli.command("stats")
+@click.argument("prototxt", type=click.Path(dir_okay=False))
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the statistics as JSON.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a Fig.-1-style PNG.")
+@_common_options
+def stats_command(prototxt, json_path, plot_path, **kw):
+    """Print per-layer activation and change-rate statistics (paper Fig. 1)."""
+    from magic_init import load, measure, report
+
+    progress = _setup_logging(kw.pop("quiet"), kw.pop("verbose"))
+    for path in (json_path, plot_path):
+        if path:
+            load.check_writable(path)
+    model = load.read_model(prototxt, kw["load"])
+    net = load.build_net(model, backend=kw["backend"], device=kw["device"], batch_size=kw["batch_size"],
+                         size=_parse_size(kw["size"]))
+    sample = load.load_sample(net, model, progress=progress, **_sample_options(kw))
+    stats = measure.measure(net, sample.data, batch_size=kw["batch_size"], seed=kw["seed"])
+    click.echo(report.table(stats))
+    if json_path:
+        with atomic_write(json_path) as f:
+            f.write(report.to_json(stats).encode())
+    if plot_path:
+        report.write_png(stats, plot_path)
+
+
+def _debug():
+    return os.environ.get("MAGIC_INIT_DEBUG") == "1" or any(a in ("-vv", "-vvv") for a in sys.argv)
+
+
+def main(argv=None):
+    """Entry point: run the CLI, turning our errors into one line and a non-zero exit."""
+    try:
+        cli.main(args=argv, prog_name="magic_init", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("magic_init: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except MagicInitError as e:
+        click.echo("magic_init: error: %s" % e, err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("magic_init: interrupted", err=True)
+        sys.exit(130)
+    except Exception as e:  # a bug: one line unless debugging
+        if _debug():
+            raise
+        click.echo("magic_init: internal error: %s: %s (rerun with -vv for the traceback)"
+                   % (type(e).__name__, e), err=True)
+        sys.exit(70)

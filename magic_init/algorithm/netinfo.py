@@ -1,0 +1,121 @@
+"""What the algorithm needs to know about a net, read through the Net interface only.
+
+Layer kinds (affine, loss to strip), blob liveness, the layer range that carries the sample
+forward, and convolution geometry (from the instantiated NetParameter the backends expose as
+``net.net_param``; pycaffe's ``caffe.Net`` has no other way to report pad/stride/dilation).
+"""
+from __future__ import annotations
+
+from collections import namedtuple
+
+from magic_init.errors import NetDefinitionError
+
+AFFINE_TYPES = ("Convolution", "InnerProduct", "Deconvolution")
+#: Layers after the last of which the random linear loss is applied (paper §3, eq. 1).
+STRIP_TYPES = ("SoftmaxWithLoss", "Softmax", "SigmoidCrossEntropyLoss", "EuclideanLoss", "HingeLoss",
+               "InfogainLoss", "MultinomialLogisticLoss", "ContrastiveLoss", "Accuracy", "Silence",
+               "ArgMax")
+INPUT_TYPES = ("Input", "Data", "ImageData", "MemoryData", "HDF5Data", "DummyData", "WindowData")
+
+ConvGeometry = namedtuple("ConvGeometry", "kernel pad stride dilation group")
+
+
+def affine_layers(net):
+    """Indices of the Convolution/InnerProduct/Deconvolution layers that own weights, in execution order."""
+    return [i for i, (name, kind) in enumerate(zip(net.layer_names, net.layer_types))
+            if kind in AFFINE_TYPES and name in net.params]
+
+
+def last_compute_layer(net):
+    """Index of the last layer that is neither a loss/accuracy layer nor an input layer."""
+    for i in range(len(net.layer_names) - 1, -1, -1):
+        if net.layer_types[i] not in STRIP_TYPES + INPUT_TYPES:
+            return i
+    raise NetDefinitionError("the net has no layer to compute (only input and loss layers)")
+
+
+def output_blobs(net, last):
+    """Blobs produced by layers ``<= last`` and read by no layer ``<= last``: where η is injected."""
+    produced, consumed = [], set()
+    for name in net.layer_names[:last + 1]:
+        consumed.update(net.bottom_names[name])
+        produced.extend(t for t in net.top_names[name] if t not in produced)
+    outputs = [b for b in produced if b not in consumed and b not in net.inputs]
+    if not outputs:
+        raise NetDefinitionError("layer '%s': no output blob to backpropagate from" % net.layer_names[last])
+    return outputs
+
+
+def last_use(net):
+    """``{blob: index of the last layer reading it}`` — computed once, drives which blobs stay live."""
+    used = {}
+    for i, name in enumerate(net.layer_names):
+        for blob in net.bottom_names[name]:
+            used[blob] = i
+    return used
+
+
+def live_after(net, index, used):
+    """Blobs existing after layer ``index`` that a later layer still reads (net inputs included)."""
+    existing = list(net.inputs)
+    for name in net.layer_names[:index + 1]:
+        existing.extend(net.top_names[name])
+    return [b for b in dict.fromkeys(existing) if used.get(b, -1) > index]
+
+
+def layer_param(net, name):
+    """The LayerParameter of layer ``name`` from ``net.net_param``, or None when the backend has none."""
+    net_param = getattr(net, "net_param", None)
+    if net_param is None:
+        return None
+    for layer in net_param.layer:
+        if layer.name == name:
+            return layer
+    return None
+
+
+def _pair(values, value_h, value_w, has_hw, default):
+    """Caffe's scalar/repeated/``_h``/``_w`` resolution for one conv field (BaseConvolutionLayer::LayerSetUp)."""
+    if has_hw:
+        return (int(value_h), int(value_w))
+    values = list(values)
+    if not values:
+        return (default, default)
+    return (int(values[0]), int(values[-1] if len(values) > 1 else values[0]))
+
+
+def conv_geometry(net, name):
+    """Kernel, pad, stride, dilation (each (h, w)) and group of Convolution ``name``.
+
+    Kernel size is read from the weight blob (out, in/group, kh, kw); the rest from
+    ``convolution_param``. Raises NetDefinitionError when the backend exposes no ``net_param``.
+    """
+    param = layer_param(net, name)
+    if param is None:
+        raise NetDefinitionError("layer '%s': convolution geometry unknown (the net exposes no net_param)" % name)
+    p = param.convolution_param
+    weight = net.params[name][0].data
+    pad = _pair(p.pad, p.pad_h, p.pad_w, p.HasField("pad_h") or p.HasField("pad_w"), 0)
+    stride = _pair(p.stride, p.stride_h, p.stride_w, p.HasField("stride_h") or p.HasField("stride_w"), 1)
+    dilation = _pair(p.dilation, 1, 1, False, 1)
+    return ConvGeometry(tuple(weight.shape[2:4]), pad, stride, dilation, int(p.group))
+
+
+def inner_product_axis(net, name):
+    """``inner_product_param.axis`` (default 1): the first axis that InnerProduct flattens."""
+    param = layer_param(net, name)
+    return int(param.inner_product_param.axis) if param is not None else 1
+
+
+def group_count(net, name):
+    """Groups of an affine layer: from ``convolution_param.group``, else bottom channels / weight columns."""
+    kind = net.layer_types[list(net.layer_names).index(name)]
+    if kind == "InnerProduct":
+        return 1
+    param = layer_param(net, name)
+    if param is not None:
+        return int(param.convolution_param.group)
+    weight = net.params[name][0].data
+    if kind == "Convolution":
+        return max(1, net.blobs[net.bottom_names[name][0]].data.shape[1] // weight.shape[1])
+    return max(1, net.blobs[net.top_names[name][0]].data.shape[1] // weight.shape[1])

@@ -1,0 +1,171 @@
+"""Change rates of affine layers (paper §3, eqs. 1-4), measured with a random linear loss.
+
+One pass over the whole sample: forward each batch to the last non-loss layer, set the diff of
+every output blob to η ~ N(0, I) (a fresh draw per image: ℓ = ηᵀz_N), backward. Per affine
+layer k and weight column j we gather
+
+    E[z_{k-1}(j)²]   over images (and positions: for a convolution, column j = (c, i, j') reads
+                     channel c, and we use the channel's mean square for all its kernel taps),
+    Y_g = E[‖y_k‖²]  per image, y_k = ∂ℓ/∂z_k summed over the outputs (and positions) of group g,
+
+and the rate of Eq. (4), with ‖W_k‖² read as the *mean* squared weight (as the original code
+does; with the plain sum, bigger layers would look slower by their size):
+
+    C̃²_{k,j} = E[z_{k-1}(j)²] · Y_g / (N_g · mean(W_k²)),    C̃_k = mean_j C̃_{k,j}.
+
+``LayerRates`` keeps these factors so that rescaling can update them analytically.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from magic_init.algorithm import netinfo
+from magic_init.algorithm.within_layer import output_view
+
+
+RATE_DEFINITIONS = ("gradient", "eq4")
+
+
+class LayerRates:
+    """Change-rate factors of one affine layer; columns are bottom channels (conv) or units (InnerProduct).
+
+    ``definition``: "eq4" uses C̃²_{k,j} = E[z_{k-1}(j)²]·E[‖y_k‖²]/(N·mean(W²)) (paper Eq. 4);
+    "gradient" uses the measured weight gradients themselves (Eq. 3 without the independence
+    assumption): C̃²_{k,j} = Σ_{i,taps} E[(∂ℓ/∂W(i,j))²] / (N·taps·mean(W²)). Both scale the same
+    way under rescaling, so both support the analytic update.
+    """
+
+    def __init__(self, name, kind, group, col_sq, y_sq, col_w2, rows, numel, col_g2=None, taps=1,
+                 definition="eq4"):
+        if definition not in RATE_DEFINITIONS:
+            raise ValueError("unknown rate definition %r; choose one of %s" % (definition, ", ".join(RATE_DEFINITIONS)))
+        self.name, self.kind, self.group = name, kind, group
+        self.col_sq = col_sq      # E[z_{k-1}(j)²] per column
+        self.y_sq = y_sq          # E[‖y_k‖²] per group
+        self.col_w2 = col_w2      # Σ_i W(i, j)² per column (all kernel taps)
+        self.col_g2 = col_g2      # Σ_i E[(∂ℓ/∂W(i, j))²] per column (all kernel taps), per image
+        self.rows = rows          # N_g: outputs per group
+        self.numel = numel        # number of weights
+        self.taps = taps          # kernel taps per column (1 for InnerProduct)
+        self.definition = definition
+
+    def column_rates(self):
+        """C̃_{k,j} per column, by ``definition``."""
+        mean_w2 = max(self.col_w2.sum() / self.numel, 1e-300)
+        if self.definition == "gradient":
+            return np.sqrt(self.col_g2 / (self.rows * self.taps * mean_w2))
+        y = np.repeat(self.y_sq, len(self.col_sq) // self.group)
+        return np.sqrt(self.col_sq * y / (self.rows * mean_w2))
+
+    def rate(self):
+        """C̃_k = mean_j C̃_{k,j}."""
+        return float(self.column_rates().mean())
+
+
+def column_weight_norms(kind, weight, group, columns):
+    """Σ over rows (and kernel taps) of W², per column: bottom channel (conv, deconv) or unit (InnerProduct).
+
+    Computed with einsum on the float32 blob (no full-size float64 temporary: fc6 of VGG is 400 MB)."""
+    if kind == "InnerProduct":
+        w = weight.reshape(weight.shape[0], -1)
+        return np.einsum("ij,ij->j", w, w).astype(np.float64)
+    if kind == "Deconvolution":
+        w = weight.reshape(weight.shape[0], -1)
+        return np.einsum("ij,ij->i", w, w).astype(np.float64)
+    w = weight.reshape((group, weight.shape[0] // group, weight.shape[1], -1))
+    return np.einsum("goct,goct->gc", w, w).astype(np.float64).reshape(-1)
+
+
+def scale_columns(kind, weight, group, factors):
+    """Multiply weight column j (as in column_weight_norms) by factors[j], in place."""
+    f = factors.astype(np.float32)
+    if kind == "InnerProduct":
+        weight *= f.reshape((1,) + weight.shape[1:]) if weight.ndim > 2 else f[None, :]
+    elif kind == "Deconvolution":
+        weight *= f.reshape((-1,) + (1,) * (weight.ndim - 1))
+    else:
+        view = weight.reshape((group, weight.shape[0] // group) + weight.shape[1:])
+        view *= f.reshape((group, 1, -1) + (1,) * (weight.ndim - 2))
+
+
+def _column_square(kind, bottom):
+    """Σ over images (and positions) of z², per column, and the count it averages over."""
+    z2 = bottom.astype(np.float64) ** 2
+    if kind == "InnerProduct":
+        return z2.reshape(len(z2), -1).sum(axis=0), len(z2)
+    axes = (0,) + tuple(range(2, z2.ndim))
+    return z2.sum(axis=axes), z2.size // z2.shape[1]
+
+
+def _group_gradient(top_diff, group):
+    """Σ over images of ‖y‖² per output group."""
+    d2 = top_diff.astype(np.float64) ** 2
+    per_channel = d2.reshape(d2.shape[0], d2.shape[1], -1).sum(axis=(0, 2))
+    return per_channel.reshape(group, -1).sum(axis=1)
+
+
+class RateMeter:
+    """One forward+backward pass over the sample gathering Eq. (4) factors (and param diffs)."""
+
+    def __init__(self, net, seed=0, keep_param_diffs=False, definition="eq4"):
+        self.net = net
+        self.last = netinfo.last_compute_layer(net)
+        self.outputs = netinfo.output_blobs(net, self.last)
+        self.affine = [i for i in netinfo.affine_layers(net) if i <= self.last]
+        self.rng = np.random.default_rng(seed)
+        self.keep_param_diffs = keep_param_diffs
+        self.definition = definition
+
+    def measure(self, runner):
+        """``{layer: LayerRates}`` over all batches; with keep_param_diffs also ``param_sq`` per layer."""
+        net, names = self.net, self.net.layer_names
+        sums, images = {}, 0
+        self.param_sq = {}
+        for batch in runner.full_passes():
+            net.forward(end=names[self.last])
+            self._add_bottoms(sums)
+            for blob in self.outputs:
+                net.blobs[blob].diff[...] = self.rng.standard_normal(net.blobs[blob].diff.shape)
+            for blobs in net.params.values():
+                for b in blobs:
+                    b.diff[...] = 0
+            net.backward(start=names[self.last])
+            self._add_gradients(sums)
+            images += len(next(iter(batch.values())))
+        return {name: self._finish(name, kind, s, images) for name, kind, s in
+                ((names[i], net.layer_types[i], sums[names[i]]) for i in self.affine)}
+
+    def _add_bottoms(self, sums):
+        for i in self.affine:
+            name, kind = self.net.layer_names[i], self.net.layer_types[i]
+            total, count = _column_square(kind, self.net.blobs[self.net.bottom_names[name][0]].data)
+            entry = sums.setdefault(name, {"col": 0.0, "count": 0, "y": 0.0, "param": 0.0, "grad": 0.0,
+                                           "batches": 0})
+            entry["col"] = entry["col"] + total
+            entry["count"] += count
+
+    def _add_gradients(self, sums):
+        for i in self.affine:
+            name = self.net.layer_names[i]
+            group = netinfo.group_count(self.net, name)
+            top = self.net.blobs[self.net.top_names[name][0]]
+            sums[name]["y"] = sums[name]["y"] + _group_gradient(top.diff, group)
+            diff = self.net.params[name][0].diff
+            kind = self.net.layer_types[i]
+            # η independent per image: E[(Σ_b g_b)²] = B·E[g²], so diff²/B estimates the per-image E[g²]
+            sums[name]["grad"] = sums[name]["grad"] + column_weight_norms(kind, diff, group, 0) / len(top.diff)
+            sums[name]["batches"] += 1
+            if self.keep_param_diffs:
+                sums[name]["param"] = sums[name]["param"] + np.square(diff) / np.float32(len(top.diff))
+
+    def _finish(self, name, kind, s, images):
+        weight = self.net.params[name][0].data
+        group = netinfo.group_count(self.net, name)
+        if self.keep_param_diffs:
+            self.param_sq[name] = s["param"] / max(1, s["batches"])
+        rows = output_view(kind, weight, group).shape[0] // group
+        col_w2 = column_weight_norms(kind, weight, group, len(s["col"]))
+        taps = int(np.prod(weight.shape[2:])) if kind != "InnerProduct" else 1
+        return LayerRates(name, kind, group, s["col"] / s["count"], s["y"] / images, col_w2, rows, weight.size,
+                          col_g2=s["grad"] / max(1, s["batches"]), taps=taps, definition=self.definition)
+

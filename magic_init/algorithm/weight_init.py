@@ -1,0 +1,194 @@
+"""Weight initializations of paper §3.3, as pure numpy functions of a patch matrix.
+
+Every function takes ``patches`` X (n × d: n input vectors of the layer, one per row, in the
+column order of the layer's weight matrix) and returns W (m × d), the weight rows of m outputs.
+Scale does not matter: Algorithm 1 (within_layer) rescales every row afterwards.
+
+Whitening (Coates & Ng 2012): with centered X and covariance Σ = XᵀX/n = V diag(λ) Vᵀ, the
+whitening map is P = diag(λ+ε)^(-1/2) Vᵀ (PCA) or Vᵀ-rotated back, Z = V P (ZCA).
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+INIT_KINDS = ("gaussian", "pca", "zca", "kmeans", "rand")
+#: Relative eigenvalue below which a direction is treated as absent from the sample.
+EIGEN_FLOOR = 1e-6
+
+
+def gaussian(shape, rng):
+    """W ~ N(0, I) of the given shape (Algorithm 1, first line)."""
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def _orthonormal(y):
+    """An orthonormal basis of span(y): Cholesky-QR (Q = Y·L⁻ᵀ with LLᵀ = YᵀY, ~25x cheaper than
+    eigh of the Gram matrix), falling back to the Gram eigen-decomposition when YᵀY is singular."""
+    gram = y.T.dot(y)
+    try:
+        lower = np.linalg.cholesky(gram + 1e-12 * np.trace(gram) * np.eye(len(gram)))
+        return np.linalg.solve(lower, y.T).T
+    except np.linalg.LinAlgError:
+        values, vectors = np.linalg.eigh(gram)
+        keep = values > 1e-10 * values.max()
+        return y.dot(vectors[:, keep] / np.sqrt(values[keep]))
+
+
+def _top_eigen(cov, k, iterations=2):
+    """Leading k eigenpairs of a symmetric PSD matrix by seeded randomized subspace iteration
+    (Halko et al. 2011): O(d²k) instead of eigh's O(d³). Exact within the subspace found, so the
+    whitened outputs are exactly white; the directions are the approximately leading ones."""
+    basis = _orthonormal(cov.dot(np.random.default_rng(0).standard_normal((len(cov), k + 16))))
+    for _ in range(iterations):
+        basis = _orthonormal(cov.dot(basis))
+    values, small = np.linalg.eigh(basis.T.dot(cov).dot(basis))
+    order = np.argsort(values)[::-1][:k]
+    return values[order], basis.dot(small[:, order])
+
+
+def whitening(patches, eps=1e-3, rank=None):
+    """Eigen-decomposition of the patch covariance: (mean μ, eigenvalues λ descending, vectors V).
+
+    Σ = (X-μ)ᵀ(X-μ)/n; directions with λ < EIGEN_FLOOR·max λ are dropped (rank-deficient samples).
+    With ``rank`` < d/2 only the leading ``rank`` directions are computed (randomized).
+    ``eps`` (relative to the mean eigenvalue) regularizes 1/sqrt(λ) as in Coates & Ng.
+    """
+    x = np.asarray(patches, dtype=np.float32)
+    mean = x.mean(axis=0, dtype=np.float64)
+    centered = x - mean.astype(np.float32)
+    n, d = centered.shape
+    if n < d:                                    # few wide rows: thin SVD, O(n²d) instead of O(d³)
+        _, singular, vt = np.linalg.svd(centered.astype(np.float64), full_matrices=False)
+        values, vectors = singular ** 2 / n, vt.T
+    else:
+        cov = centered.T.dot(centered).astype(np.float64) / n
+        if rank is not None and rank < d // 2:
+            values, vectors = _top_eigen(cov, rank)
+        else:
+            values, vectors = np.linalg.eigh(cov)
+            order = np.argsort(values)[::-1]
+            values, vectors = values[order], vectors[:, order]
+    keep = values > EIGEN_FLOOR * max(values[0], 1e-30)
+    values, vectors = values[keep], vectors[:, keep]
+    return mean, values + eps * values.mean(), vectors
+
+
+def pca(patches, m, rng, eps=1e-3):
+    """First m principal components scaled by 1/sqrt(λ): W = diag(λ_1..m)^(-1/2) V_{1..m}ᵀ.
+
+    The outputs W(x-μ) are white and decorrelated on the sample (Cov = I). When the sample
+    spans fewer than m directions, the remaining rows are random combinations of the white
+    directions (logged).
+    """
+    _, values, vectors = whitening(patches, eps, rank=m)
+    rows = (vectors / np.sqrt(values)).T
+    if len(rows) < m:
+        log.info("pca: sample spans %d directions, %d outputs: adding random white rows", len(rows), m)
+        extra = rng.standard_normal((m - len(rows), len(rows))).dot(rows) / np.sqrt(len(rows))
+        rows = np.concatenate([rows, extra])
+    return rows[:m].astype(np.float32)
+
+
+def zca_matrix(patches, eps=1e-3):
+    """The symmetric ZCA whitening matrix Z = V diag(λ)^(-1/2) Vᵀ (d × d)."""
+    _, values, vectors = whitening(patches, eps)
+    return (vectors / np.sqrt(values)).dot(vectors.T)
+
+
+def zca(patches, m, rng, eps=1e-3):
+    """m rows of the ZCA matrix Z: each row is a whitening filter centered on one input dimension.
+
+    With m = d that is Z itself (symmetric); with m < d a seeded random subset of rows; with
+    m > d the rows repeat cyclically in a seeded order (logged: duplicated outputs).
+    """
+    z = zca_matrix(patches, eps)
+    d = len(z)
+    if m > d:
+        log.info("zca: %d outputs from %d input dimensions: rows repeat", m, d)
+    rows = np.arange(d) if m == d else np.concatenate([rng.permutation(d) for _ in range(-(-m // d))])[:m]
+    return z[np.sort(rows) if m <= d else rows].astype(np.float32)
+
+
+def _white_unit_rows(patches, eps, rank):
+    """Whitened patches, each normalized to unit length, and the map P back to input space.
+
+    Only the leading ``rank`` principal directions are whitened (we use 2m for m clusters; the
+    original code used m): the rest of the spectrum is mostly noise and would cost O(d³)."""
+    mean, values, vectors = whitening(patches, eps, rank)
+    project = vectors / np.sqrt(values)              # d × k: x ↦ (x-μ)·project is white
+    white = (np.asarray(patches, dtype=np.float32) - mean.astype(np.float32)).dot(project.astype(np.float32))
+    norms = np.linalg.norm(white, axis=1, keepdims=True)
+    return (white / np.maximum(norms, 1e-12)).astype(np.float32), project
+
+
+def spherical_kmeans(points, k, rng, iterations=30):
+    """Spherical k-means (Coates & Ng 2012) on unit-norm rows: centroids maximize Σ max_c ⟨x, c⟩.
+
+    Seeded init from k distinct points; each step assigns x to argmax_c ⟨x, c⟩ and sets
+    c = normalize(Σ assigned x). An empty cluster is re-seeded with the point worst served by
+    its centroid. Returns unit-norm centroids (k × d), float32.
+    """
+    n = len(points)
+    centroids = points[rng.choice(n, size=k, replace=False)].copy()
+    labels = None
+    for _ in range(iterations):
+        similarity = points.dot(centroids.T)
+        new_labels = similarity.argmax(axis=1)
+        if labels is not None and np.array_equal(labels, new_labels):
+            break
+        labels = new_labels
+        sums, counts = _cluster_sums(points, labels, k)
+        worst = np.argsort(similarity[np.arange(n), labels])
+        for slot, empty in enumerate(np.flatnonzero(counts == 0)):
+            sums[empty] = points[worst[slot]]
+        centroids = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+    return centroids.astype(np.float32)
+
+
+def _cluster_sums(points, labels, k):
+    """Σ of the points of each cluster and the cluster sizes (sorted segments, no np.add.at)."""
+    order = np.argsort(labels, kind="stable")
+    counts = np.bincount(labels, minlength=k)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    sums = np.zeros((k, points.shape[1]), dtype=points.dtype)
+    filled = counts > 0
+    sums[filled] = np.add.reduceat(points[order], starts[filled], axis=0)
+    return sums, counts
+
+
+def kmeans(patches, m, rng, eps=1e-3):
+    """Spherical k-means on whitened, length-normalized patches; centroid c ↦ weight row Pc.
+
+    The output of row i on x is ⟨c_i, white(x)⟩, the similarity to centroid i (paper §3.3).
+    """
+    white, project = _white_unit_rows(patches, eps, 2 * m)
+    centroids = spherical_kmeans(white, m, rng)
+    return centroids.dot(project.T).astype(np.float32)
+
+
+def rand(patches, m, rng, eps=1e-3):
+    """m random whitened, length-normalized sample patches used as centroids (the original's ``rand``)."""
+    white, project = _white_unit_rows(patches, eps, 2 * m)
+    chosen = white[rng.choice(len(white), size=m, replace=False)]
+    return chosen.dot(project.T).astype(np.float32)
+
+
+_DATA_DRIVEN = {"pca": pca, "zca": zca, "kmeans": kmeans, "rand": rand}
+
+
+def check_kind(kind):
+    """Raise ValueError naming the valid kinds when ``kind`` is not one of INIT_KINDS."""
+    if kind not in INIT_KINDS:
+        raise ValueError("unknown init %r; choose one of %s" % (kind, ", ".join(INIT_KINDS)))
+
+
+def data_driven(kind, patches, m, rng):
+    """W (m × d) from the patches by ``kind``; None when the sample is too small (n < m)."""
+    check_kind(kind)
+    if len(patches) < m:
+        return None
+    return _DATA_DRIVEN[kind](patches, m, rng)

@@ -1,0 +1,65 @@
+"""Build-time analysis of an instantiated net: top shapes and which blobs need gradients.
+
+``top_shapes`` runs a layer on shape-only ("meta") tensors; layers therefore need no separate
+shape function. ``backward_needs`` follows Caffe's ``Net::Init``: a layer needs backward when
+a bottom needs it or one of its parameters has lr_mult != 0; its tops then need it too;
+``force_backward`` adds every bottom the layer allows (Caffe's ``AllowForceBackward``). Unlike
+Caffe we do not prune layers that do not reach a loss: magic_init backpropagates from arbitrary
+blobs, so every differentiable layer above the inputs takes part.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from magic_init.errors import MagicInitError, NetDefinitionError
+
+
+class BackwardPlan(NamedTuple):
+    layer: list        # per layer: bool
+    bottoms: list      # per layer: [bool per bottom]
+    params: list       # per layer: [bool per param]
+
+
+def top_shapes(layer, bottom_shapes, param_shapes):
+    """Shapes of ``layer``'s tops for the given bottom and parameter shapes."""
+    try:
+        return _run_on(layer, bottom_shapes, param_shapes, "meta")
+    except MagicInitError:
+        raise
+    except Exception:  # an op without a meta kernel: run it on zeros instead
+        pass
+    try:
+        return _run_on(layer, bottom_shapes, param_shapes, "cpu")
+    except MagicInitError:
+        raise
+    except Exception as error:
+        raise NetDefinitionError("%s: cannot run on bottoms of shapes %s: %s"
+                                 % (layer.where(), list(bottom_shapes), str(error).split("\n")[0]))
+
+
+def _run_on(layer, bottom_shapes, param_shapes, device):
+    bottoms = [torch.zeros(s, device=device) for s in bottom_shapes]
+    params = [torch.zeros(s, device=device) for s in param_shapes]
+    with torch.no_grad():
+        return [tuple(t.shape) for t in layer.forward(bottoms, params)]
+
+
+def backward_needs(layers, bottom_names, param_specs, force_backward) -> BackwardPlan:
+    """Caffe's need-backward bookkeeping (see module docstring)."""
+    blob_needs = {}
+    plan = BackwardPlan([], [], [])
+    for layer, bottoms, specs in zip(layers, bottom_names, param_specs):
+        params = [not layer.fixed_params and lr_mult != 0 for lr_mult in specs]
+        needs = [blob_needs.get(b, False) or (force_backward and layer.allow_force_backward(j))
+                 for j, b in enumerate(bottoms)]
+        if not layer.has_backward:
+            needs, params = [False] * len(bottoms), [False] * len(params)
+        need = any(needs) or any(params)
+        for top in layer.param.top:
+            blob_needs[top] = need
+        plan.layer.append(need)
+        plan.bottoms.append(needs)
+        plan.params.append(params)
+    return plan

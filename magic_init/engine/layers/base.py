@@ -1,0 +1,101 @@
+"""The layer registry and the ``Layer`` base class every Caffe type implements.
+
+A layer is built from its ``LayerParameter`` (typed ``*_param`` message; defaults come from
+the proto) and the phase it runs in. It tells the net its learnable blob shapes and fillers
+(``param_shapes``, ``fillers``) and computes its tops from its bottoms and parameters
+(``forward``), as a pure function of torch tensors: it never writes a bottom in place, so torch
+autograd gives Caffe's backward (the net records one small graph per layer).
+"""
+from __future__ import annotations
+
+from magic_init.errors import UnsupportedLayerError
+from magic_init.proto import caffe_pb2
+
+LAYER_TYPES = {}
+
+
+def register(type_name):
+    """Class decorator: register a Layer subclass under the exact Caffe type string."""
+    def decorate(cls):
+        cls.type = type_name
+        LAYER_TYPES[type_name] = cls
+        return cls
+    return decorate
+
+
+def supported_types():
+    return sorted(LAYER_TYPES)
+
+
+def create_layer(layer_param, phase):
+    """Instantiate the registered class for ``layer_param.type``; UnsupportedLayerError otherwise."""
+    try:
+        cls = LAYER_TYPES[layer_param.type]
+    except KeyError:
+        raise UnsupportedLayerError(
+            "layer %r: type %r is not supported by the built-in engine (supported: %s)"
+            % (layer_param.name, layer_param.type, ", ".join(supported_types()))) from None
+    return cls(layer_param, phase)
+
+
+def _default_filler(value=None):
+    filler = caffe_pb2.FillerParameter()
+    if value is not None:
+        filler.value = value
+    return filler
+
+
+class Layer:
+    """Base class: no parameters, identity-free; subclasses override what they need.
+
+    Attributes a subclass may set: ``has_backward`` (False for Accuracy-like layers whose tops
+    are not differentiable), ``fixed_params`` (True when Caffe forces lr_mult 0, e.g. BatchNorm).
+    """
+
+    type = None
+    has_backward = True
+    fixed_params = False
+
+    def __init__(self, param, phase):
+        self.param = param
+        self.name = param.name
+        self.phase = phase                # "train" | "test", the layer's own phase
+        self.blobs = []                   # parameter Blobs, set by the net (pycaffe's layer.blobs)
+        self.setup()
+
+    def setup(self) -> None:
+        """Read the typed parameter message (called once from ``__init__``)."""
+
+    def param_shapes(self, bottom_shapes) -> list:
+        """Shapes of the learnable blobs, given the bottom shapes."""
+        return []
+
+    def fillers(self) -> list:
+        """A FillerParameter per learnable blob (initial values of a fresh net)."""
+        return []
+
+    def forward(self, bottoms, params) -> list:
+        """Top tensors from bottom tensors and parameter tensors."""
+        raise NotImplementedError
+
+    # A subclass may define a hand-written backward instead of relying on autograd:
+    #   def backward(self, bottoms, params, tops, top_diffs, need_bottoms, param_diffs):
+    #       accumulate into param_diffs[j] (a tensor, or None where not needed) in place and
+    #       return one gradient (or None) per bottom.
+    # Then the net runs forward without recording a graph and keeps bottoms/params/tops instead.
+
+    def allow_force_backward(self, bottom_index) -> bool:
+        """Caffe's ``AllowForceBackward`` (False e.g. for a loss layer's label bottom)."""
+        return True
+
+    def default_loss_weight(self, top_index) -> float:
+        """Caffe: types named ``*Loss`` have loss weight 1 on their first top by default."""
+        return 1.0 if self.type.endswith("Loss") and top_index == 0 else 0.0
+
+    def where(self) -> str:
+        return "layer %r (%s)" % (self.name, self.type)
+
+    @staticmethod
+    def filler_or_default(message, field, value=None):
+        """``message.<field>`` if set, else Caffe's default filler (constant ``value`` or 0)."""
+        return getattr(message, field) if message.HasField(field) else _default_filler(value)

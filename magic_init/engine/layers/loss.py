@@ -1,0 +1,141 @@
+"""Loss layers and Accuracy. A loss top is a scalar (0-d) blob; the net sets its diff to the
+layer's loss weight (1 for ``*Loss`` types by default), so backward yields loss_weight * dL/dx."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from magic_init.errors import NetDefinitionError
+from magic_init.proto import caffe_pb2
+
+from .base import Layer, register
+from .structure import canonical_axis
+
+_NORM = caffe_pb2.LossParameter
+_LOG_FLT_MIN = math.log(np.finfo(np.float32).tiny)
+
+
+def normalization_mode(loss_param, default=_NORM.VALID) -> int:
+    """Caffe: legacy ``normalize`` (true VALID, false BATCH_SIZE) applies only when
+    ``normalization`` is not set; otherwise ``default`` (VALID for SoftmaxWithLoss)."""
+    if loss_param.HasField("normalization"):
+        return loss_param.normalization
+    if loss_param.HasField("normalize"):
+        return _NORM.VALID if loss_param.normalize else _NORM.BATCH_SIZE
+    return default
+
+
+def normalizer(mode, outer, inner, valid_count):
+    """Caffe's ``LossLayer::GetNormalizer``, at least 1: FULL outer*inner, VALID the count of
+    non-ignored labels, BATCH_SIZE outer, NONE 1. ``valid_count`` may be a tensor."""
+    if mode == _NORM.FULL:
+        return float(max(1, outer * inner))
+    if mode == _NORM.BATCH_SIZE:
+        return float(max(1, outer))
+    if mode == _NORM.NONE:
+        return 1.0
+    if isinstance(valid_count, torch.Tensor):
+        return torch.clamp(valid_count.to(torch.float32), min=1.0)
+    return float(max(1, valid_count))
+
+
+def _valid_mask(labels, loss_param):
+    if loss_param.HasField("ignore_label"):
+        return labels != loss_param.ignore_label
+    return None
+
+
+@register("SoftmaxWithLoss")
+class SoftmaxWithLoss(Layer):
+    """L = -sum log(max(softmax(x)[label], FLT_MIN)) / normalizer over outer x inner positions
+    (softmax along ``softmax_param.axis``); optional second top: the probabilities."""
+
+    def allow_force_backward(self, bottom_index):
+        return bottom_index != 1
+
+    def forward(self, bottoms, params):
+        x = bottoms[0]
+        axis = canonical_axis(self.param.softmax_param.axis, x.dim(), self.where())
+        outer, channels = int(np.prod(x.shape[:axis])), x.shape[axis]
+        inner = x.numel() // max(1, outer * channels)
+        log_prob = F.log_softmax(x, axis).reshape(outer, channels, inner)
+        labels = bottoms[1].reshape(outer, inner).long()
+        valid = _valid_mask(labels, self.param.loss_param)
+        picked = log_prob.gather(1, labels.clamp(0, channels - 1).unsqueeze(1)).squeeze(1)
+        losses = -torch.clamp(picked, min=_LOG_FLT_MIN)
+        if valid is not None:
+            losses = losses * valid.to(losses.dtype)
+        count = valid.sum() if valid is not None else outer * inner
+        loss = losses.sum() / normalizer(normalization_mode(self.param.loss_param),
+                                         outer, inner, count)
+        tops = [loss]
+        if len(self.param.top) > 1:
+            tops.append(F.softmax(x, axis))
+        return tops
+
+
+@register("SigmoidCrossEntropyLoss")
+class SigmoidCrossEntropyLoss(Layer):
+    """L = -sum [t log s(x) + (1 - t) log(1 - s(x))] / normalizer, computed stably from the
+    logits x. The normalizer defaults to the batch size N, as in the Caffe 1.0 we test against
+    (Debian's 1.0.0+git2018); BVLC master's later default is VALID. An explicit
+    ``loss_param.normalization`` is honoured (VALID counts targets != ``ignore_label``)."""
+
+    def allow_force_backward(self, bottom_index):
+        return bottom_index != 1
+
+    def forward(self, bottoms, params):
+        x, target = bottoms
+        losses = F.binary_cross_entropy_with_logits(x, target.detach(), reduction="none")
+        valid = _valid_mask(target.long(), self.param.loss_param)
+        if valid is not None:
+            losses = losses * valid.to(losses.dtype)
+        count = valid.sum() if valid is not None else x.numel()
+        outer = x.shape[0]
+        mode = normalization_mode(self.param.loss_param, default=_NORM.BATCH_SIZE)
+        norm = normalizer(mode, outer,
+                          x.numel() // max(outer, 1), count)
+        return [losses.sum() / norm]
+
+
+@register("EuclideanLoss")
+class EuclideanLoss(Layer):
+    """L = sum (a - b)^2 / (2 N), N = shape[0]; both bottoms receive gradients."""
+
+    def forward(self, bottoms, params):
+        a, b = bottoms
+        if a.numel() != b.numel():
+            raise NetDefinitionError("%s: bottoms must have the same count" % self.where())
+        diff = a - b.reshape(a.shape)
+        return [(diff * diff).sum() / (2.0 * a.shape[0])]
+
+
+@register("Accuracy")
+class Accuracy(Layer):
+    """Fraction of positions whose label is among the ``top_k`` scores: correct when fewer than
+    top_k other classes score >= the true class (Caffe's tie rule); ignored labels skipped."""
+    has_backward = False
+
+    def setup(self):
+        if len(self.param.top) > 1:
+            raise NetDefinitionError("%s: the per-class accuracy top is not supported"
+                                     % self.where())
+
+    def forward(self, bottoms, params):
+        x, p = bottoms[0], self.param.accuracy_param
+        axis = canonical_axis(p.axis, x.dim(), self.where())
+        outer, channels = int(np.prod(x.shape[:axis])), x.shape[axis]
+        scores = x.reshape(outer, channels, -1)
+        labels = bottoms[1].reshape(outer, -1).long()
+        true_score = scores.gather(1, labels.clamp(0, channels - 1).unsqueeze(1))
+        better = (scores >= true_score).sum(dim=1) - 1
+        correct = better < p.top_k
+        if p.HasField("ignore_label"):
+            valid = labels != p.ignore_label
+            correct, count = correct & valid, valid.sum()
+        else:
+            count = torch.tensor(labels.numel(), device=x.device)
+        return [correct.sum().to(x.dtype) / torch.clamp(count.to(x.dtype), min=1.0)]

@@ -1,0 +1,135 @@
+"""Element-wise (neuron) layers: ReLU, PReLU, ELU, Sigmoid, TanH, AbsVal, Power, BNLL, Exp, Log,
+Threshold, Dropout."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from magic_init.errors import NetDefinitionError
+
+from .base import Layer, register
+
+
+class _Elementwise(Layer):
+    """A layer y = f(x) on a single bottom."""
+
+    def forward(self, bottoms, params):
+        return [self.f(bottoms[0])]
+
+
+@register("ReLU")
+class ReLU(_Elementwise):
+    """y = max(x, 0) + negative_slope * min(x, 0)."""
+
+    def f(self, x):
+        slope = self.param.relu_param.negative_slope
+        return F.leaky_relu(x, slope) if slope else F.relu(x)
+
+
+@register("PReLU")
+class PReLU(Layer):
+    """y = max(x, 0) + a_c min(x, 0), one learnable a per channel (or one, a 0-d blob as in
+    Caffe, if channel_shared); default filler constant 0.25."""
+
+    def param_shapes(self, bottom_shapes):
+        shared = self.param.prelu_param.channel_shared
+        return [() if shared else (bottom_shapes[0][1],)]
+
+    def fillers(self):
+        return [self.filler_or_default(self.param.prelu_param, "filler", 0.25)]
+
+    def forward(self, bottoms, params):
+        x, a = bottoms[0], params[0]
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return [F.relu(x) + a.reshape(shape) * torch.clamp(x, max=0)]
+
+
+@register("ELU")
+class ELU(_Elementwise):
+    """y = x if x > 0 else alpha (exp(x) - 1)."""
+
+    def f(self, x):
+        return F.elu(x, self.param.elu_param.alpha)
+
+
+@register("Sigmoid")
+class Sigmoid(_Elementwise):
+    def f(self, x):
+        return torch.sigmoid(x)
+
+
+@register("TanH")
+class TanH(_Elementwise):
+    def f(self, x):
+        return torch.tanh(x)
+
+
+@register("AbsVal")
+class AbsVal(_Elementwise):
+    def f(self, x):
+        return torch.abs(x)
+
+
+@register("BNLL")
+class BNLL(_Elementwise):
+    """y = log(1 + exp(x)), computed as x + log(1 + exp(-x)) for x > 0."""
+
+    def f(self, x):
+        return torch.clamp(x, min=0) + torch.log1p(torch.exp(-torch.abs(x)))
+
+
+@register("Power")
+class Power(_Elementwise):
+    """y = (shift + scale x)^power."""
+
+    def f(self, x):
+        p = self.param.power_param
+        z = x * p.scale + p.shift if p.scale != 1 or p.shift != 0 else x
+        return z if p.power == 1 else z.pow(p.power)
+
+
+@register("Exp")
+class Exp(_Elementwise):
+    """y = base^(shift + scale x), base -1 meaning e."""
+
+    def f(self, x):
+        p = self.param.exp_param
+        log_base = 1.0 if p.base == -1 else math.log(p.base)
+        return torch.exp((x * p.scale + p.shift) * log_base)
+
+
+@register("Log")
+class Log(_Elementwise):
+    """y = log_base(shift + scale x), base -1 meaning e."""
+
+    def f(self, x):
+        p = self.param.log_param
+        y = torch.log(x * p.scale + p.shift)
+        return y if p.base == -1 else y / math.log(p.base)
+
+
+@register("Threshold")
+class Threshold(_Elementwise):
+    """y = 1 if x > threshold else 0 (no gradient)."""
+    has_backward = False
+
+    def f(self, x):
+        return (x > self.param.threshold_param.threshold).to(x.dtype)
+
+
+@register("Dropout")
+class Dropout(_Elementwise):
+    """TRAIN: y = x * mask / (1 - p), mask ~ Bernoulli(1 - p); TEST: y = x."""
+
+    def setup(self):
+        self.ratio = self.param.dropout_param.dropout_ratio
+        if not 0 <= self.ratio < 1:
+            raise NetDefinitionError("%s: dropout_ratio must be in [0, 1)" % self.where())
+
+    def f(self, x):
+        if self.phase != "train" or self.ratio == 0:
+            return x
+        keep = torch.rand(x.shape, device=x.device) >= self.ratio
+        return x * keep.to(x.dtype) * (1.0 / (1.0 - self.ratio))

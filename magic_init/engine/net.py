@@ -1,0 +1,325 @@
+"""``Net``: the built-in engine's network, with pycaffe's ``caffe.Net`` vocabulary.
+
+Gradients: ``forward()`` records, per layer that needs backward, a small autograd graph whose
+leaves are detached views of the layer's bottoms and parameters; ``backward()`` walks the layers
+in reverse and asks torch for each layer's bottom and parameter gradients, given the current top
+diffs. So blob diffs are overwritten, parameter diffs accumulate until ``clear_param_diffs()``,
+Split tops' diffs add up, and diffs written into blobs between layers are honoured, as in Caffe.
+A forward under ``with net.no_grad():`` or ``forward(..., no_backward=True)`` records nothing
+(less memory, a bit faster); a ``backward()`` after it raises BackendError.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections import OrderedDict
+
+import numpy as np
+import torch
+
+from magic_init import netgraph
+from magic_init.errors import BackendError, NetDefinitionError
+from magic_init.proto import caffe_pb2
+
+from . import building, fillers
+from .blob import Blob
+from .gradients import layer_gradients
+from .layers import create_layer
+
+log = logging.getLogger(__name__)
+_PHASE_NAMES = {caffe_pb2.TRAIN: "train", caffe_pb2.TEST: "test"}
+
+
+def load_net_parameter(net):
+    """A NetParameter from a prototxt path or a NetParameter (copied, upgraded by magic_init.io)."""
+    from magic_init.io import read_prototxt, upgrade_net
+    if isinstance(net, caffe_pb2.NetParameter):
+        copy = caffe_pb2.NetParameter()
+        copy.CopyFrom(net)
+        return upgrade_net(copy)
+    return read_prototxt(os.fspath(net))
+
+
+def resolve_device(device) -> torch.device:
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BackendError("device %r asked for, but torch sees no CUDA device" % str(device))
+    if device.type not in ("cpu", "cuda"):
+        raise BackendError("device %r is not supported (use cpu, cuda or cuda:N)" % str(device))
+    return device
+
+
+class Net:
+    """A Caffe net run by PyTorch. See the module docstring for gradient recording."""
+
+    def __init__(self, net, weights=None, phase="test", device="cpu", input_shapes=None,
+                 level=0, stages=(), seed=None):
+        self.phase = _PHASE_NAMES[netgraph.phase_value(phase)]
+        self.torch_device = resolve_device(device)
+        self.device = str(self.torch_device)             # "cpu", "cuda", "cuda:1"
+        self.net_param = netgraph.instantiate(load_net_parameter(net), self.phase, level, stages,
+                                              input_shapes)
+        self._recording = True
+        self._rng = np.random.default_rng(seed)
+        self._build()
+        if weights is not None:
+            self.copy_from(weights)
+
+    # ------------------------------------------------------------------ construction
+    def _build(self):
+        specs = list(self.net_param.layer)
+        self.layers = [create_layer(p, _PHASE_NAMES[p.phase]) for p in specs]
+        self.layer_names = [p.name for p in specs]
+        self._layer_names = self.layer_names
+        self.layer_types = [p.type for p in specs]
+        self.bottom_names = OrderedDict((p.name, list(p.bottom)) for p in specs)
+        self.top_names = OrderedDict((p.name, list(p.top)) for p in specs)
+        self.blobs = OrderedDict()
+        self.params = OrderedDict()
+        self._shared = {}
+        self._records = [None] * len(specs)
+        self._setup_shapes(create=True)
+        self.inputs = [t for p in specs if p.type == "Input" for t in p.top]
+        self.outputs = self._output_names()
+        lr_mults = [[spec.param[j].lr_mult if j < len(spec.param) else 1.0
+                     for j in range(len(layer.blobs))] for spec, layer in zip(specs, self.layers)]
+        self._plan = building.backward_needs(self.layers, list(self.bottom_names.values()),
+                                             lr_mults, self.net_param.force_backward)
+        self._set_loss_diffs()
+
+    @property
+    def layer_dict(self):
+        """{layer name: layer} like pycaffe's ``net.layer_dict``."""
+        return OrderedDict(zip(self.layer_names, self.layers))
+
+    def _output_names(self):
+        """Blobs no later layer reads, sorted by name (Caffe keeps them in a std::set)."""
+        available = set()
+        for name in self.layer_names:
+            available.difference_update(self.bottom_names[name])
+            available.update(self.top_names[name])
+        return sorted(available)
+
+    def _setup_shapes(self, create):
+        """Give every top blob its shape (and, when ``create``, make the parameter blobs)."""
+        for i, layer in enumerate(self.layers):
+            if layer.type == "Input":
+                for top, shape in zip(layer.param.top, layer.top_shapes()):
+                    self._shape_blob(top, shape, keep_existing=not create)
+                continue
+            bottom_shapes = [self._blob(b, layer).shape for b in layer.param.bottom]
+            param_shapes = [tuple(s) for s in layer.param_shapes(bottom_shapes)]
+            if create:
+                layer.blobs = self._make_params(layer, param_shapes)
+                if layer.blobs:
+                    self.params[layer.name] = layer.blobs
+            elif param_shapes != [b.shape for b in layer.blobs]:
+                raise NetDefinitionError("%s: new input shapes need parameter shapes %s, the net "
+                                         "has %s" % (layer.where(), param_shapes,
+                                                     [b.shape for b in layer.blobs]))
+            shapes = building.top_shapes(layer, bottom_shapes, param_shapes)
+            if create:
+                _check_single_source(layer, self.blobs)
+            for top, shape in zip(layer.param.top, shapes):
+                self._shape_blob(top, shape)
+
+    def _blob(self, name, layer):
+        if name not in self.blobs:
+            raise NetDefinitionError("%s: unknown bottom blob %r" % (layer.where(), name))
+        return self.blobs[name]
+
+    def _shape_blob(self, name, shape, keep_existing=False):
+        if name not in self.blobs:
+            self.blobs[name] = Blob(shape, self.torch_device, name)
+        elif not keep_existing:
+            self.blobs[name].reshape(*shape)
+
+    def _make_params(self, layer, shapes):
+        """Parameter blobs filled by the layer's fillers; shared by ParamSpec name as in Caffe."""
+        blobs, layer_fillers = [], layer.fillers()
+        for j, shape in enumerate(shapes):
+            spec_name = layer.param.param[j].name if j < len(layer.param.param) else ""
+            if spec_name and spec_name in self._shared:
+                blobs.append(self._shared[spec_name])
+                continue
+            blob = Blob(shape, self.torch_device, "%s[%d]" % (layer.name, j))
+            filler = layer_fillers[j] if j < len(layer_fillers) else None
+            if filler is not None:
+                values = fillers.fill(filler, shape, self._rng, "%s blob %d" % (layer.where(), j))
+                blob.set_tensor(torch.from_numpy(values).to(self.torch_device))
+            if spec_name:
+                self._shared[spec_name] = blob
+            blobs.append(blob)
+        return blobs
+
+    def _set_loss_diffs(self):
+        """Caffe's SetLossWeights: a loss top's diff holds its loss weight."""
+        self._loss_weights = {}
+        for layer in self.layers:
+            for j, top in enumerate(layer.param.top):
+                weight = (layer.param.loss_weight[j] if j < len(layer.param.loss_weight)
+                          else layer.default_loss_weight(j))
+                if weight:
+                    self._loss_weights[top] = weight
+                    blob = self.blobs[top]
+                    blob.set_diff_tensor(torch.full(blob.shape, float(weight), device=self.torch_device))
+
+    # ------------------------------------------------------------------ running
+    @contextlib.contextmanager
+    def no_grad(self):
+        """Forward passes inside record no gradients (backward() after them raises)."""
+        previous, self._recording = self._recording, False
+        try:
+            yield self
+        finally:
+            self._recording = previous
+
+    def _index(self, name, default):
+        if name is None:
+            return default
+        try:
+            return self.layer_names.index(name)
+        except ValueError:
+            raise NetDefinitionError("no layer named %r in the net" % name) from None
+
+    def forward(self, blobs=None, start=None, end=None, no_backward=False, **inputs):
+        """Run layers ``start``..``end`` (names, inclusive); ``inputs`` fill blobs first.
+
+        Returns {name: data} for ``end``'s tops (or the net outputs) and the named ``blobs``."""
+        for name, value in inputs.items():
+            self.set_blob_data(name, value)
+        first, last = self._index(start, 0), self._index(end, len(self.layers) - 1)
+        record = self._recording and not no_backward
+        for i in range(first, last + 1):
+            self._forward_layer(i, record)
+        names = list(self.top_names[end]) if end is not None else list(self.outputs)
+        return OrderedDict((n, self.blobs[n].data) for n in names + list(blobs or ()))
+
+    def set_blob_data(self, name, value):
+        """Copy an array or tensor into blob ``name`` (same shape required)."""
+        blob = self.blobs.get(name)
+        if blob is None:
+            raise NetDefinitionError("no blob named %r in the net" % name)
+        tensor = value if isinstance(value, torch.Tensor) else torch.from_numpy(
+            np.ascontiguousarray(value, dtype=np.float32))
+        if tuple(tensor.shape) != blob.shape:
+            raise NetDefinitionError("blob %r has shape %s, got %s: reshape the blob and call "
+                                     "net.reshape() first" % (name, blob.shape, tuple(tensor.shape)))
+        blob.copy_data_(tensor)
+
+    def _forward_layer(self, i, record):
+        layer = self.layers[i]
+        if layer.type == "Input":
+            return
+        bottoms = [self.blobs[b].tensor() for b in layer.param.bottom]
+        params = [b.tensor() for b in layer.blobs]
+        if record and self._plan.layer[i] and hasattr(layer, "backward"):
+            with torch.no_grad():
+                tops = layer.forward(bottoms, params)
+            self._records[i] = (bottoms, params, tops)
+        elif record and self._plan.layer[i]:
+            leaves = [t.detach().requires_grad_(need)
+                      for t, need in zip(bottoms + params, self._plan.bottoms[i] + self._plan.params[i])]
+            with torch.enable_grad():
+                tops = layer.forward(leaves[:len(bottoms)], leaves[len(bottoms):])
+            self._records[i] = (leaves, tops)
+        else:
+            with torch.no_grad():
+                tops = layer.forward(bottoms, params)
+            self._records[i] = None
+        for name, tensor in zip(layer.param.top, tops):
+            self.blobs[name].set_tensor(tensor)
+
+    def backward(self, diffs=None, start=None, end=None, **top_diffs):
+        """Backpropagate from layer ``start`` down to ``end`` (names, inclusive); ``top_diffs``
+        set blob diffs first. Returns {name: diff} for ``end``'s bottoms (or the net inputs)
+        and the named ``diffs``."""
+        for name, value in top_diffs.items():
+            self.blobs[name].diff[...] = value if not isinstance(value, torch.Tensor) \
+                else value.detach().cpu().numpy()
+        first, last = self._index(start, len(self.layers) - 1), self._index(end, 0)
+        for i in range(first, last - 1, -1):
+            if self._plan.layer[i]:
+                self._backward_layer(i)
+        names = list(self.bottom_names[end]) if end is not None else list(self.inputs)
+        return OrderedDict((n, self.blobs[n].diff) for n in names + list(diffs or ()))
+
+    def _backward_layer(self, i):
+        layer, record = self.layers[i], self._records[i]
+        if record is None:
+            raise BackendError("%s: backward() needs a forward() that recorded gradients (the last "
+                               "one ran under no_grad()/no_backward=True, or not at all)"
+                               % layer.where())
+        top_diffs = [self.blobs[name].diff_tensor() for name in layer.param.top]
+        if len(record) == 3:
+            self._hand_written_backward(i, record, top_diffs)
+            return
+        leaves, tops = record
+        try:
+            grads = layer_gradients(leaves, tops, top_diffs)
+        except RuntimeError as error:
+            if "inplace operation" not in str(error):
+                raise
+            raise BackendError("%s: a blob or parameter was overwritten through torch (e.g. "
+                               "copy_from) after forward(); run forward() again before backward()"
+                               % layer.where()) from None
+        num_bottoms = len(layer.param.bottom)
+        for j, name in enumerate(layer.param.bottom):
+            if leaves[j].requires_grad:
+                grad = grads[j] if grads[j] is not None else torch.zeros_like(leaves[j])
+                self.blobs[name].set_diff_tensor(grad)
+        for j, blob in enumerate(layer.blobs):
+            grad = grads[num_bottoms + j]
+            if grad is not None:
+                blob.accumulate_diff(grad)
+
+    def _hand_written_backward(self, i, record, top_diffs):
+        layer, (bottoms, params, tops) = self.layers[i], record
+        param_diffs = [blob.diff_for_update() if need else None
+                       for blob, need in zip(layer.blobs, self._plan.params[i])]
+        grads = layer.backward(bottoms, params, tops, top_diffs, self._plan.bottoms[i], param_diffs)
+        for name, need, grad in zip(layer.param.bottom, self._plan.bottoms[i], grads):
+            if need:
+                self.blobs[name].set_diff_tensor(grad)
+
+    def reshape(self):
+        """Propagate new input blob shapes (set with ``blobs[name].reshape``) through the net."""
+        self._setup_shapes(create=False)
+        self._records = [None] * len(self.layers)
+        self._set_loss_diffs()
+
+    def clear_param_diffs(self):
+        for blobs in self.params.values():
+            for blob in blobs:
+                blob.zero_diff()
+
+    # ------------------------------------------------------------------ weights
+    def copy_from(self, path):
+        """Load weights by layer name with Caffe's rules (magic_init.io.match_weights)."""
+        from magic_init.io import match_weights, read_caffemodel
+        model = read_caffemodel(os.fspath(path))
+        shapes = OrderedDict((name, [b.shape for b in blobs]) for name, blobs in self.params.items())
+        for name, arrays in match_weights(model.weights, shapes, os.fspath(path)).items():
+            for blob, array in zip(self.params[name], arrays):
+                blob.copy_data_(torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)))
+
+    def weights(self):
+        """{layer: [array copies]} of every layer with parameters."""
+        return OrderedDict((name, [b.data.copy() for b in blobs])
+                           for name, blobs in self.params.items())
+
+    def save(self, path):
+        """Write the instantiated net with its current weights as a caffemodel (like pycaffe)."""
+        from magic_init.io import write_caffemodel
+        live = OrderedDict((name, [b.data for b in blobs]) for name, blobs in self.params.items())
+        write_caffemodel(os.fspath(path), self.net_param, live)
+
+
+def _check_single_source(layer, blobs):
+    """Caffe's AppendTop: a top may reuse an existing blob only in place (top j = bottom j)."""
+    for j, top in enumerate(layer.param.top):
+        in_place = j < len(layer.param.bottom) and layer.param.bottom[j] == top
+        if top in blobs and not in_place:
+            raise NetDefinitionError("%s: top blob %r is produced by multiple sources"
+                                     % (layer.where(), top))

@@ -1,0 +1,85 @@
+"""Statistics of a net on a sample (the original's measure_stat.py; paper Fig. 1a/1b).
+
+Per affine layer (Convolution, InnerProduct, Deconvolution), on the whole sample:
+
+* activations z_k (the layer's output, before any in-place nonlinearity): per-channel mean and
+  standard deviation over images and positions; the layer's ``act_mean``/``act_std`` are their
+  averages and ``act_cv`` = std(σ_c)/mean(σ_c), the coefficient of variation over channels.
+* change rates, two definitions, both from one forward+backward pass with a random linear loss
+  ℓ = ηᵀz_N, η ~ N(0, I) per image (magic_init.algorithm.rates):
+  - ``rate_mean``/``rate_cv``: the paper's C̃_{k,j} of Eq. (4) per weight column j (per bottom
+    channel for convolutions, per input unit for InnerProduct), with ‖W_k‖² read as mean(W_k²):
+    C̃²_{k,j} = E[z_{k-1}(j)²]·E[‖y_k‖²]/(N·mean(W_k²)); mean and std/mean over j.
+  - ``orig_rate_mean``/``orig_rate_cv``: measure_stat.py's definition, from the weight gradient:
+    per index c of the weight's axis 1 (input channel within a group — groups are merged, as the
+    original does), sqrt(mean over outputs and kernel taps of E[(∂ℓ/∂W)²] / mean(W²)). It keeps the
+    correlation between z and y that Eq. (4) assumes away; the original averages gradients of
+    batches of 16 (η independent per image makes E[(Σ_b g_b)²] = B·E[g²], so we divide by B).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from magic_init.algorithm import netinfo
+from magic_init.algorithm.rates import RateMeter
+from magic_init.algorithm.runner import SampleRunner
+from magic_init.algorithm.within_layer import accumulate_channels, channel_moments
+
+
+def coefficient_of_variation(values):
+    """std/mean of ``values`` (0 for an empty or all-zero vector)."""
+    values = np.asarray(values, dtype=np.float64)
+    mean = values.mean() if values.size else 0.0
+    return float(values.std() / mean) if mean else 0.0
+
+
+def activation_stats(net, runner):
+    """``{layer: (channel means, channel stds)}`` of each affine layer's output, one forward pass."""
+    stats = {}
+    for index in netinfo.affine_layers(net):
+        name = net.layer_names[index]
+        top = net.top_names[name][0]
+        state = {}
+        runner.advance(index, on_batch=lambda i: state.update(
+            sums=accumulate_channels(net.blobs[top].data, state.get("sums"))))
+        stats[name] = channel_moments(state["sums"])
+    return stats
+
+
+def original_rates(param_sq, weight):
+    """measure_stat.py's per-input-channel rate: sqrt(mean_{out,taps} E[g²] / mean(W²))."""
+    per = np.swapaxes(param_sq, 0, 1).reshape(param_sq.shape[1], -1).mean(axis=1)
+    flat = weight.reshape(-1)
+    return np.sqrt(per / max(float(np.einsum("i,i->", flat, flat)) / flat.size, 1e-300))
+
+
+def measure(net, sample, batch_size=16, seed=0):
+    """Statistics of every affine layer as plain dicts: ``{"layers": [...], "summary": {...}}``."""
+    runner = SampleRunner(net, sample, batch_size)
+    acts = activation_stats(net, runner)
+    meter = RateMeter(net, seed=seed, keep_param_diffs=True)
+    rates = meter.measure(runner)
+    layers = []
+    for index in netinfo.affine_layers(net):
+        name = net.layer_names[index]
+        mean, std = acts[name]
+        entry = {"layer": name, "type": net.layer_types[index], "act_mean": float(mean.mean()),
+                 "act_std": float(std.mean()), "act_cv": coefficient_of_variation(std),
+                 "channel_mean": mean.tolist(), "channel_std": std.tolist()}
+        if name in rates:
+            columns = rates[name].column_rates()
+            orig = original_rates(meter.param_sq[name], net.params[name][0].data)
+            entry.update(rate_mean=float(columns.mean()), rate_cv=coefficient_of_variation(columns),
+                         orig_rate_mean=float(orig.mean()), orig_rate_cv=coefficient_of_variation(orig))
+        layers.append(entry)
+    return {"layers": layers, "summary": summarize(layers), "images": sum(len(next(iter(b.values())))
+                                                                          for b in runner.batches)}
+
+
+def summarize(layers):
+    """Across layers: max/min of the mean change rates (both definitions) and the largest act_cv."""
+    def spread(key):
+        values = [l[key] for l in layers if l.get(key, 0) > 0]
+        return float(max(values) / min(values)) if values else None
+    return {"rate_spread": spread("rate_mean"), "orig_rate_spread": spread("orig_rate_mean"),
+            "max_act_cv": max((l["act_cv"] for l in layers), default=None)}

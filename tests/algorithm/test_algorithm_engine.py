@@ -1,0 +1,90 @@
+"""The algorithm through the built-in engine on models/tiny.prototxt (and a homogeneous variant)."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from magic_init.algorithm import initialize, rescale  # noqa: E402
+from magic_init.algorithm.rates import RateMeter  # noqa: E402
+from magic_init.algorithm.runner import SampleRunner  # noqa: E402
+from magic_init.engine import Net  # noqa: E402
+from magic_init.io import read_prototxt  # noqa: E402
+from magic_init.measure import measure  # noqa: E402
+
+TINY = os.path.join(os.path.dirname(__file__), "..", "..", "models", "tiny.prototxt")
+
+
+def tiny(homogeneous=False, zero=True):
+    param = read_prototxt(TINY)
+    param.force_backward = True
+    if homogeneous:                       # LRN is only approximately homogeneous
+        for layer in param.layer:
+            if layer.type == "LRN":
+                layer.type = "ReLU"
+                layer.ClearField("lrn_param")
+    net = Net(param, input_shapes={"data": (16, 3, 32, 32)})
+    if zero:
+        for blobs in net.params.values():
+            for blob in blobs:
+                blob.data[...] = 0
+    return net
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return (np.random.default_rng(0).standard_normal((48, 3, 32, 32)) * 50).astype(np.float32)
+
+
+def forward_all(net, x, blob="fc4"):
+    out = []
+    for i in range(0, len(x), 16):
+        net.blobs["data"].data[...] = x[i:i + 16]
+        net.forward()
+        out.append(net.blobs[blob].data.copy())
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize("init", ["gaussian", "kmeans"])
+def test_within_layer_on_the_engine(init, sample):
+    net = tiny()
+    report = initialize(net, sample, init=init, between_layer=False)
+    inits = [r["init"] for r in report["WithinLayer"]]
+    assert inits[:2] == [init, init] and inits[3] == ("gaussian" if init == "gaussian" else init)
+    for layer in measure(net, sample)["layers"]:
+        assert layer["act_mean"] == pytest.approx(0.1, abs=0.02)
+        assert layer["act_std"] == pytest.approx(1.0, abs=0.02)
+
+
+def test_kmeans_falls_back_for_an_inner_product_wider_than_the_sample(sample):
+    report = initialize(tiny(), sample[:32], init="kmeans", between_layer=False)["WithinLayer"]
+    fc3 = [r for r in report if r["layer"] == "fc3"][0]
+    assert fc3["init"] == "gaussian" and "too few" in fc3["reason"]     # 32 images < 64 outputs
+
+
+def test_rescale_keeps_a_homogeneous_net_up_to_a_positive_factor(sample):
+    net = tiny(homogeneous=True, zero=False)      # the prototxt's gaussian σ=0.01 fillers
+    before = forward_all(net, sample)
+    report = rescale(net, sample, max_iter=30)["BetweenLayer"]
+    np.testing.assert_allclose(forward_all(net, sample), before * report["output_scale"],
+                               rtol=1e-3, atol=1e-6 * np.abs(before).max())
+
+
+def test_analytic_rates_match_remeasurement_on_the_engine(sample):
+    net = tiny(homogeneous=True)
+    initialize(net, sample, between_layer=False)
+    report = rescale(net, sample, seed=4, rounds=1)["BetweenLayer"]   # η seeded with seed + 1
+    runner = SampleRunner(net, sample, 16)
+    remeasured = {k: v.rate() for k, v in RateMeter(net, seed=5, definition="gradient").measure(runner).items()}
+    for layer, predicted in report["rate_after"].items():
+        assert remeasured[layer] == pytest.approx(predicted, rel=1e-3)
+
+
+def test_between_layer_brings_rates_within_2x(sample):
+    net = tiny(zero=False)
+    rates = measure(net, sample)["summary"]["rate_spread"]
+    initialize(net, sample, rounds=2, max_iter=30)
+    assert rates > 5 and measure(net, sample)["summary"]["rate_spread"] < 1.5

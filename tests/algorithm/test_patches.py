@@ -1,0 +1,52 @@
+"""im2col at sampled locations (magic_init.algorithm.patches) against a direct convolution."""
+from __future__ import annotations
+
+import numpy as np
+
+from magic_init.algorithm import patches
+from magic_init.algorithm.netinfo import ConvGeometry
+
+
+def direct_conv_at(x, w, geometry, b, y, xo):
+    """Output of a grouped, padded, strided, dilated conv at (b, :, y, xo), by explicit loops."""
+    (kh, kw), (ph, pw), (sh, sw), (dh, dw) = geometry.kernel, geometry.pad, geometry.stride, geometry.dilation
+    groups, out = geometry.group, w.shape[0]
+    cin_g = x.shape[1] // groups
+    result = np.zeros(out)
+    for o in range(out):
+        g = o // (out // groups)
+        for c in range(cin_g):
+            for i in range(kh):
+                for j in range(kw):
+                    yy, xx = y * sh - ph + i * dh, xo * sw - pw + j * dw
+                    if 0 <= yy < x.shape[2] and 0 <= xx < x.shape[3]:
+                        result[o] += w[o, c, i, j] * x[b, g * cin_g + c, yy, xx]
+    return result
+
+
+def test_conv_patches_match_a_direct_convolution():
+    rng = np.random.default_rng(0)
+    geometry = ConvGeometry(kernel=(3, 2), pad=(2, 1), stride=(2, 3), dilation=(1, 2), group=2)
+    x = rng.standard_normal((3, 4, 9, 11)).astype(np.float32)
+    w = rng.standard_normal((6, 2, 3, 2)).astype(np.float32)
+    count = 25
+    groups = patches.conv_patches(x, geometry, count, np.random.default_rng(5))
+    images, ys, xs = patches.sample_locations(3, patches.conv_output_size(9, 3, 2, 2, 1),
+                                              patches.conv_output_size(11, 2, 1, 3, 2), count,
+                                              np.random.default_rng(5))
+    assert len(groups) == 2 and groups[0].shape == (count, 2 * 3 * 2)
+    for n in range(count):
+        expected = direct_conv_at(x, w, geometry, images[n], ys[n], xs[n])
+        got = np.concatenate([w[g * 3:(g + 1) * 3].reshape(3, -1).dot(groups[g][n]) for g in range(2)])
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_vector_patches_flatten_from_axis():
+    x = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
+    assert patches.vector_patches(x).shape == (2, 12)
+    assert patches.vector_patches(x, axis=2).shape == (6, 4)
+
+
+def test_row_budget_caps_memory():
+    assert patches.row_budget(columns=1024, max_rows=10 ** 9, max_mb=1) == 256
+    assert patches.row_budget(columns=4, max_rows=100, max_mb=1) == 100

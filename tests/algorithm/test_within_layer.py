@@ -1,0 +1,96 @@
+"""Algorithm 1 (magic_init.algorithm.within_layer) on the numpy fake net."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from fakenet import small_convnet
+from magic_init.algorithm import initialize
+from magic_init.algorithm.runner import SampleRunner
+from magic_init.algorithm.within_layer import (WithinLayer, accumulate_channels, channel_moments,
+                                               normalize_rows)
+
+BETA = 0.1
+
+
+def sample(n=40, seed=1):
+    return (np.random.default_rng(seed).standard_normal((n, 3, 12, 12)) * 5 + 2).astype(np.float32)
+
+
+def channel_stats(net, x, layer, batch=8):
+    sums = None
+    for i in range(0, len(x), batch):
+        net.blobs["data"].data[...] = x[i:i + batch]
+        net.forward(end=layer)
+        sums = accumulate_channels(net.blobs[layer].data, sums)
+    return channel_moments(sums)
+
+
+@pytest.mark.parametrize("init", ["gaussian", "pca", "zca", "kmeans", "rand"])
+def test_every_channel_has_mean_beta_and_unit_std(init):
+    net, x = small_convnet(), sample()
+    reports = WithinLayer(init=init, beta=BETA)(net, SampleRunner(net, x, 8))
+    assert [r["action"] for r in reports] == ["initialized"] * 4
+    for layer in ("conv1", "conv2", "fc3", "fc4"):
+        mean, std = channel_stats(net, x, layer)
+        np.testing.assert_allclose(mean, BETA, atol=0.02)
+        np.testing.assert_allclose(std, 1, atol=0.02)
+
+
+def test_each_layer_runs_once_per_batch():
+    net, x = small_convnet(), sample()
+    runs = []
+    original = net._run
+    net._run = lambda kind, name, xs, opt: runs.append(name) or original(kind, name, xs, opt)
+    WithinLayer()(net, SampleRunner(net, x, 8))
+    assert runs.count("conv1") == 5 and runs.count("relu2") == 5 and runs.count("fc4") == 5
+
+
+def test_dead_channels_get_beta_without_nan(caplog):
+    net, x = small_convnet(), np.full((16, 3, 12, 12), 3.0, np.float32)
+    with caplog.at_level(logging.WARNING):
+        reports = WithinLayer()(net, SampleRunner(net, x, 8))
+    fc3 = [r for r in reports if r["layer"] == "fc3"][0]      # every image identical: fc3 is constant
+    assert fc3["dead_channels"] == 10 and "dead channel" in caplog.text
+    for blobs in net.params.values():
+        assert all(np.all(np.isfinite(b.data)) for b in blobs)
+    mean, std = channel_stats(net, x, "fc3")
+    np.testing.assert_allclose(mean, BETA, atol=1e-4)
+
+
+def test_normalize_rows_handles_zero_std():
+    scale, bias, dead = normalize_rows(np.array([1.0, 2.0]), np.array([2.0, 0.0]), 0.1)
+    np.testing.assert_allclose(scale, [0.5, 1.0])
+    np.testing.assert_allclose(bias, [0.1 - 0.5, 0.1 - 2.0])
+    assert dead.tolist() == [False, True]
+
+
+def test_too_few_samples_fall_back_to_gaussian():
+    net, x = small_convnet(), sample(n=8)           # 8 images < 10 outputs of fc3
+    reports = WithinLayer(init="kmeans")(net, SampleRunner(net, x, 8))
+    fc3 = [r for r in reports if r["layer"] == "fc3"][0]
+    assert fc3["init"] == "gaussian" and "too few" in fc3["reason"]
+    assert reports[0]["init"] == "kmeans"
+
+
+def test_layers_with_weights_are_kept_unless_zero_all_or_zero_from():
+    net, x = small_convnet(), sample()
+    net.params["conv1"][0].data[...] = 0.5
+    reports = WithinLayer()(net, SampleRunner(net, x, 8))
+    assert reports[0]["action"] == "kept" and np.all(net.params["conv1"][0].data == 0.5)
+    reports = WithinLayer(zero_from="fc3")(net, SampleRunner(net, x, 8))
+    assert [r["action"] for r in reports] == ["kept", "kept", "initialized", "initialized"]
+    reports = WithinLayer(zero_all=True)(net, SampleRunner(net, x, 8))
+    assert all(r["action"] == "initialized" for r in reports)
+
+
+def test_fixed_seed_gives_identical_weights():
+    results = []
+    for _ in range(2):
+        net = small_convnet()
+        initialize(net, sample(), init="kmeans", batch_size=8, seed=7)
+        results.append([b.data.copy() for blobs in net.params.values() for b in blobs])
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)

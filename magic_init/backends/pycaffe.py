@@ -59,9 +59,14 @@ class PycaffeNet:
 
     @staticmethod
     def _without_state_rules(net_param):
-        """instantiate() already applied include/exclude; Caffe must not filter again by its own state."""
+        """instantiate() already applied include/exclude; Caffe must not filter again by its own state.
+
+        ``force_backward`` is set because Caffe skips the backward pass of layers under no loss, and
+        the change rates backpropagate a random top gradient through deploy nets (as the built-in
+        engine does, and as the original tool did)."""
         clean = caffe_pb2.NetParameter()
         clean.CopyFrom(net_param)
+        clean.force_backward = True
         for layer in clean.layer:
             del layer.include[:]
             del layer.exclude[:]

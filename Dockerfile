@@ -12,6 +12,7 @@
 FROM ubuntu:20.04 AS cuda
 # Ubuntu 20.04's multiverse ships Caffe built with CUDA (caffe-cuda, python3-caffe-cuda).
 ENV MAGIC_INIT_CAFFE_PACKAGE=python3-caffe-cuda \
+    MAGIC_INIT_CAFFE_TOOLS=caffe-cuda \
     DEBIAN_FRONTEND=noninteractive \
     GLOG_minloglevel=2
 COPY scripts/install-caffe-deps.sh /tmp/install-caffe-deps.sh

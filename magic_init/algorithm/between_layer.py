@@ -41,7 +41,6 @@ import logging
 
 import numpy as np
 
-from magic_init.algorithm import netinfo
 from magic_init.algorithm.rates import RateMeter, scale_columns
 from magic_init.algorithm.scale_graph import ScaleGraph
 from magic_init.errors import NetDefinitionError

@@ -62,7 +62,7 @@ class LayerRates:
         return float(self.column_rates().mean())
 
 
-def column_weight_norms(kind, weight, group, columns):
+def column_weight_norms(kind, weight, group):
     """Σ over rows (and kernel taps) of W², per column: bottom channel (conv, deconv) or unit (InnerProduct).
 
     Computed with einsum on the float32 blob (no full-size float64 temporary: fc6 of VGG is 400 MB)."""
@@ -153,7 +153,7 @@ class RateMeter:
             diff = self.net.params[name][0].diff
             kind = self.net.layer_types[i]
             # η independent per image: E[(Σ_b g_b)²] = B·E[g²], so diff²/B estimates the per-image E[g²]
-            sums[name]["grad"] = sums[name]["grad"] + column_weight_norms(kind, diff, group, 0) / len(top.diff)
+            sums[name]["grad"] = sums[name]["grad"] + column_weight_norms(kind, diff, group) / len(top.diff)
             sums[name]["batches"] += 1
             if self.keep_param_diffs:
                 sums[name]["param"] = sums[name]["param"] + np.square(diff) / np.float32(len(top.diff))
@@ -164,7 +164,7 @@ class RateMeter:
         if self.keep_param_diffs:
             self.param_sq[name] = s["param"] / max(1, s["batches"])
         rows = output_view(kind, weight, group).shape[0] // group
-        col_w2 = column_weight_norms(kind, weight, group, len(s["col"]))
+        col_w2 = column_weight_norms(kind, weight, group)
         taps = int(np.prod(weight.shape[2:])) if kind != "InnerProduct" else 1
         return LayerRates(name, kind, group, s["col"] / s["count"], s["y"] / images, col_w2, rows, weight.size,
                           col_g2=s["grad"] / max(1, s["batches"]), taps=taps, definition=self.definition)

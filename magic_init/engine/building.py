@@ -1,4 +1,5 @@
-"""Build-time analysis of an instantiated net: top shapes and which blobs need gradients.
+"""Build-time helpers: loading the NetParameter, the device, top shapes, blob sources, and which
+blobs need gradients.
 
 ``top_shapes`` runs a layer on shape-only ("meta") tensors; layers therefore need no separate
 shape function. ``backward_needs`` follows Caffe's ``Net::Init``: a layer needs backward when
@@ -9,11 +10,13 @@ blobs, so every differentiable layer above the inputs takes part.
 """
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
 
 import torch
 
-from magic_init.errors import MagicInitError, NetDefinitionError
+from magic_init.errors import BackendError, MagicInitError, NetDefinitionError
+from magic_init.proto import caffe_pb2
 
 
 class BackwardPlan(NamedTuple):
@@ -63,3 +66,31 @@ def backward_needs(layers, bottom_names, param_specs, force_backward) -> Backwar
         plan.bottoms.append(needs)
         plan.params.append(params)
     return plan
+
+
+def load_net_parameter(net):
+    """A NetParameter from a prototxt path or a NetParameter (copied, upgraded by magic_init.io)."""
+    from magic_init.io import read_prototxt, upgrade_net
+    if isinstance(net, caffe_pb2.NetParameter):
+        copy = caffe_pb2.NetParameter()
+        copy.CopyFrom(net)
+        return upgrade_net(copy)
+    return read_prototxt(os.fspath(net))
+
+
+def resolve_device(device) -> torch.device:
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BackendError("device %r asked for, but torch sees no CUDA device" % str(device))
+    if device.type not in ("cpu", "cuda"):
+        raise BackendError("device %r is not supported (use cpu, cuda or cuda:N)" % str(device))
+    return device
+
+
+def check_single_source(layer, blobs):
+    """Caffe's AppendTop: a top may reuse an existing blob only in place (top j = bottom j)."""
+    for j, top in enumerate(layer.param.top):
+        in_place = j < len(layer.param.bottom) and layer.param.bottom[j] == top
+        if top in blobs and not in_place:
+            raise NetDefinitionError("%s: top blob %r is produced by multiple sources"
+                                     % (layer.where(), top))

@@ -31,34 +31,15 @@ log = logging.getLogger(__name__)
 _PHASE_NAMES = {caffe_pb2.TRAIN: "train", caffe_pb2.TEST: "test"}
 
 
-def load_net_parameter(net):
-    """A NetParameter from a prototxt path or a NetParameter (copied, upgraded by magic_init.io)."""
-    from magic_init.io import read_prototxt, upgrade_net
-    if isinstance(net, caffe_pb2.NetParameter):
-        copy = caffe_pb2.NetParameter()
-        copy.CopyFrom(net)
-        return upgrade_net(copy)
-    return read_prototxt(os.fspath(net))
-
-
-def resolve_device(device) -> torch.device:
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BackendError("device %r asked for, but torch sees no CUDA device" % str(device))
-    if device.type not in ("cpu", "cuda"):
-        raise BackendError("device %r is not supported (use cpu, cuda or cuda:N)" % str(device))
-    return device
-
-
 class Net:
     """A Caffe net run by PyTorch. See the module docstring for gradient recording."""
 
     def __init__(self, net, weights=None, phase="test", device="cpu", input_shapes=None,
                  level=0, stages=(), seed=None):
         self.phase = _PHASE_NAMES[netgraph.phase_value(phase)]
-        self.torch_device = resolve_device(device)
+        self.torch_device = building.resolve_device(device)
         self.device = str(self.torch_device)             # "cpu", "cuda", "cuda:1"
-        self.net_param = netgraph.instantiate(load_net_parameter(net), self.phase, level, stages,
+        self.net_param = netgraph.instantiate(building.load_net_parameter(net), self.phase, level, stages,
                                               input_shapes)
         self._recording = True
         self._rng = np.random.default_rng(seed)
@@ -120,7 +101,7 @@ class Net:
                                                      [b.shape for b in layer.blobs]))
             shapes = building.top_shapes(layer, bottom_shapes, param_shapes)
             if create:
-                _check_single_source(layer, self.blobs)
+                building.check_single_source(layer, self.blobs)
             for top, shape in zip(layer.param.top, shapes):
                 self._shape_blob(top, shape)
 
@@ -212,6 +193,17 @@ class Net:
         layer = self.layers[i]
         if layer.type == "Input":
             return
+        try:
+            tops = self._run_layer(i, layer, record)
+        except RuntimeError as error:     # torch's shape errors, e.g. after blobs[...].reshape
+            raise NetDefinitionError("%s: forward failed on bottoms of shapes %s: %s"
+                                     % (layer.where(), [self.blobs[b].shape for b in layer.param.bottom],
+                                        str(error).split("\n")[0])) from None
+        for name, tensor in zip(layer.param.top, tops):
+            self.blobs[name].set_tensor(tensor)
+
+    def _run_layer(self, i, layer, record):
+        """The layer's tops; records what backward() will need when ``record``."""
         bottoms = [self.blobs[b].tensor() for b in layer.param.bottom]
         params = [b.tensor() for b in layer.blobs]
         if record and self._plan.layer[i] and hasattr(layer, "backward"):
@@ -228,8 +220,7 @@ class Net:
             with torch.no_grad():
                 tops = layer.forward(bottoms, params)
             self._records[i] = None
-        for name, tensor in zip(layer.param.top, tops):
-            self.blobs[name].set_tensor(tensor)
+        return tops
 
     def backward(self, diffs=None, start=None, end=None, **top_diffs):
         """Backpropagate from layer ``start`` down to ``end`` (names, inclusive); ``top_diffs``
@@ -314,12 +305,3 @@ class Net:
         from magic_init.io import write_caffemodel
         live = OrderedDict((name, [b.data for b in blobs]) for name, blobs in self.params.items())
         write_caffemodel(os.fspath(path), self.net_param, live)
-
-
-def _check_single_source(layer, blobs):
-    """Caffe's AppendTop: a top may reuse an existing blob only in place (top j = bottom j)."""
-    for j, top in enumerate(layer.param.top):
-        in_place = j < len(layer.param.bottom) and layer.param.bottom[j] == top
-        if top in blobs and not in_place:
-            raise NetDefinitionError("%s: top blob %r is produced by multiple sources"
-                                     % (layer.where(), top))

@@ -61,7 +61,6 @@ class FakeNet:
         self.reshape()
 
     def _setup_params(self):
-        shapes = {}
         for name, kind, bottoms, tops, opt in self.specs:
             if kind in ("Convolution", "InnerProduct"):
                 self.params[name] = [Blob(opt["weight"]), Blob((opt["weight"][0],))]
@@ -70,7 +69,6 @@ class FakeNet:
         for name, kind, bottoms, tops, opt in self.specs:
             if kind in ("Input", "SoftmaxWithLoss"):
                 continue
-            x = self.blobs[bottoms[0]].data
             out = self._run(kind, name, [self.blobs[b].data for b in bottoms], opt)[0]
             if tops[0] not in bottoms:
                 self.blobs[tops[0]].reshape(*out.shape)

@@ -192,3 +192,12 @@ def test_backward_after_torch_overwrite_of_weights_asks_for_forward(tmp_path):
         net.backward(a=np.ones((2, 5)), b=np.ones((2, 5)))
     net.forward(data=_input(net))
     net.backward(a=np.ones((2, 5)), b=np.ones((2, 5)))
+
+
+def test_forward_after_input_reshape_without_net_reshape():
+    net = make_net()
+    net.blobs["data"].reshape(3, 3, 8, 8)            # Caffe reshapes layers inside Forward
+    assert net.forward()["a"].shape == (3, 5)
+    net.blobs["data"].reshape(3, 3, 9, 9)            # the InnerProduct no longer fits
+    with pytest.raises(NetDefinitionError, match="'ip'"):
+        net.forward()

@@ -1,6 +1,6 @@
 """Benchmark (not a test): CaffeNet, 160 images, batch 16 — pass times vs magic_init's passes.
 
-    python tests/algorithm/bench_caffenet.py INIT [--device cuda] [--rounds 2] [--max-iter 10]
+    python bench/bench_algorithm_caffenet.py INIT [--device cuda] [--rounds 2] [--max-iter 10]
 
 Prints one forward pass and one forward+backward pass over the sample, the time of
 ``initialize(INIT, both steps)`` in seconds and in forward+backward passes, peak RSS, and the

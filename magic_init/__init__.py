@@ -6,12 +6,28 @@ neither PyTorch nor pycaffe::
 
     net = magic_init.Net("models/caffenet.prototxt")        # built-in PyTorch engine
     net = magic_init.get_net("model.prototxt", backend="auto")  # pycaffe when it imports
+
+The CLI's steps, as functions (see README.md, "Python API")::
+
+    model = magic_init.read_model("model.prototxt", "pretrained.caffemodel")   # weights optional
+    net = magic_init.build_net(model, backend="torch", device="cpu", batch_size=16)
+    sample = magic_init.load_sample(net, model, data="voc_train.txt", num_images=160)
+    magic_init.initialize(net, sample.data, init="kmeans")   # or magic_init.rescale(net, sample.data)
+    stats = magic_init.measure(net, sample.data)
+    magic_init.save_model("out.caffemodel", model, net)
 """
 __version__ = "0.1.0"
 
 _LAZY = {
     "Net": ("magic_init.engine", "Net"),
     "get_net": ("magic_init.backends", "get_net"),
+    "read_model": ("magic_init.load", "read_model"),
+    "build_net": ("magic_init.load", "build_net"),
+    "load_sample": ("magic_init.load", "load_sample"),
+    "save_model": ("magic_init.load", "save_model"),
+    "initialize": ("magic_init.algorithm", "initialize"),
+    "rescale": ("magic_init.algorithm", "rescale"),
+    "measure": ("magic_init.measure", "measure"),
 }
 
 

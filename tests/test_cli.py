@@ -98,3 +98,14 @@ def test_unsupported_layer_is_named(tmp_path):
     proto = tmp_path / "odd.prototxt"
     proto.write_text(TINY.read_text().replace('type: "ReLU"', 'type: "Swish"', 1))
     assert_clean_error(run_cli(proto, tmp_path / "o.caffemodel", "--data", IMAGES), "Swish")
+
+
+def test_shape_mismatch_names_layer_and_shapes(tmp_path):
+    model = tmp_path / "m.caffemodel"
+    first = run_cli(TINY, model, "--data", IMAGES, "--num-images", 4, "--batch-size", 4, "-q", "--backend", "torch")
+    assert first.returncode == 0, first.stderr
+    wider = tmp_path / "wider.prototxt"
+    wider.write_text(TINY.read_text().replace("num_output: 16", "num_output: 24", 1))
+    result = run_cli(wider, tmp_path / "o.caffemodel", "--load", model, "--data", IMAGES, "--backend", "torch")
+    assert_clean_error(result, "conv1", "m.caffemodel")
+    assert not (tmp_path / "o.caffemodel").exists()

@@ -1,31 +1,27 @@
 # magic_init with real Caffe (pycaffe) as its backend.
 #
-#   docker build --target cuda -t magic_init:cuda .     # CUDA Caffe (Ubuntu 20.04, python3-caffe-cuda)
-#   docker build --target cpu  -t magic_init:cpu  .     # CPU Caffe (Debian bullseye, python3-caffe)
-#   docker run --gpus all -v "$PWD:/work" -w /work magic_init:cuda \
+#   docker build -t magic_init:cuda .                          # CUDA Caffe (Ubuntu 20.04, python3-caffe-cuda)
+#   docker build --build-arg VARIANT=cpu -t magic_init:cpu .   # CPU Caffe (Debian bullseye, python3-caffe)
+#   docker run --gpus all -v "$PWD:/work" magic_init:cuda \
 #       model.prototxt out.caffemodel --data list.txt --init kmeans --backend caffe --device cuda
 #
-# Both targets run scripts/install-caffe-deps.sh, the same script scripts/caffe-env runs to build
+# Both variants run scripts/install-caffe-deps.sh, the same script scripts/caffe-env runs to build
 # the real-Caffe chroot that CI tests with, so the CPU path is exercised by CI. See README.md,
 # "Docker", for what was and was not verified about the CUDA image.
+ARG VARIANT=cuda
 
-FROM ubuntu:20.04 AS cuda
 # Ubuntu 20.04's multiverse ships Caffe built with CUDA (caffe-cuda, python3-caffe-cuda).
+FROM ubuntu:20.04 AS cuda-base
 ENV MAGIC_INIT_CAFFE_PACKAGE=python3-caffe-cuda \
-    MAGIC_INIT_CAFFE_TOOLS=caffe-cuda \
-    DEBIAN_FRONTEND=noninteractive \
-    GLOG_minloglevel=2
-COPY scripts/install-caffe-deps.sh /tmp/install-caffe-deps.sh
-RUN sh /tmp/install-caffe-deps.sh && rm /tmp/install-caffe-deps.sh
-COPY . /opt/magic_init
-RUN pip3 install --no-cache-dir --no-deps /opt/magic_init
-WORKDIR /work
-ENTRYPOINT ["magic_init"]
-CMD ["--help"]
+    MAGIC_INIT_CAFFE_TOOLS=caffe-cuda
 
-FROM debian:bullseye-slim AS cpu
+FROM debian:bullseye-slim AS cpu-base
 ENV MAGIC_INIT_CAFFE_PACKAGE=python3-caffe \
-    DEBIAN_FRONTEND=noninteractive \
+    MAGIC_INIT_CAFFE_TOOLS=caffe
+
+# hadolint ignore=DL3006
+FROM ${VARIANT}-base AS image
+ENV DEBIAN_FRONTEND=noninteractive \
     GLOG_minloglevel=2
 COPY scripts/install-caffe-deps.sh /tmp/install-caffe-deps.sh
 RUN sh /tmp/install-caffe-deps.sh && rm /tmp/install-caffe-deps.sh

@@ -1,4 +1,4 @@
-"""The Dockerfile: lint-clean, and both images install Caffe through the chroot's install script."""
+"""The Dockerfile: lint-clean, and both variants install Caffe through the chroot's install script."""
 import re
 import shutil
 import subprocess
@@ -17,13 +17,14 @@ def test_dockerfile_passes_hadolint():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_both_targets_use_the_shared_install_script():
+def test_variants_share_the_chroots_install_script():
     text = (REPO / "Dockerfile").read_text()
-    stages = re.split(r"^FROM ", text, flags=re.M)[1:]
-    names = [re.match(r"\S+ AS (\S+)", s).group(1) for s in stages]
-    assert names == ["cuda", "cpu"]
-    for stage in stages:
-        assert "sh /tmp/install-caffe-deps.sh" in stage
-        assert 'ENTRYPOINT ["magic_init"]' in stage
-    assert "python3-caffe-cuda" in stages[0] and "MAGIC_INIT_CAFFE_PACKAGE=python3-caffe " in stages[1]
+    stages = dict(re.findall(r"^FROM (\S+) AS (\S+)", text, flags=re.M)[i][::-1] for i in range(3))
+    assert stages == {"cuda-base": "ubuntu:20.04", "cpu-base": "debian:bullseye-slim", "image": "${VARIANT}-base"}
+    assert re.search(r"^ARG VARIANT=cuda$", text, flags=re.M)
+    image = text.split("AS image", 1)[1]
+    assert "sh /tmp/install-caffe-deps.sh" in image and 'ENTRYPOINT ["magic_init"]' in image
+    cuda, cpu = text.split("AS cuda-base", 1)[1].split("AS cpu-base", 1)
+    assert "MAGIC_INIT_CAFFE_PACKAGE=python3-caffe-cuda" in cuda
+    assert "MAGIC_INIT_CAFFE_PACKAGE=python3-caffe " in cpu
     assert "install-caffe-deps.sh" in (REPO / "scripts" / "caffe-env").read_text()

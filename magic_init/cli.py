@@ -21,6 +21,7 @@ from magic_init.errors import MagicInitError
 from magic_init.io import atomic_write
 
 INITS = ("gaussian", "pca", "zca", "kmeans", "rand")
+RATE_DEFINITIONS = ("gradient", "eq4")   # magic_init.algorithm.rates.RATE_DEFINITIONS (not imported: fast --help)
 log = logging.getLogger("magic_init")
 
 
@@ -61,11 +62,17 @@ def _common_options(func):
 
 
 def _setup_logging(quiet, verbose):
+    """Log to stderr; returns whether to draw progress bars (not --quiet, stderr is a terminal).
+
+    With bars, log lines go through tqdm.write so that they print above the bar, not into it."""
+    from magic_init.progress import BarSafeHandler
+
     level = logging.WARNING if quiet else (logging.DEBUG if verbose >= 2 else logging.INFO)
+    progress = not quiet and sys.stderr.isatty()
     logging.basicConfig(level=level, format="%(message)s" if level > logging.DEBUG else "%(name)s: %(message)s",
-                        stream=sys.stderr)
+                        handlers=[BarSafeHandler() if progress else logging.StreamHandler(sys.stderr)])
     logging.getLogger().setLevel(level)
-    return not quiet and sys.stderr.isatty()
+    return progress
 
 
 def _parse_floats(text, what):
@@ -121,6 +128,12 @@ def cli():
 @click.option("--max-iter", default=10, show_default=True, type=click.IntRange(0), help="Algorithm 2 iterations at most.")
 @click.option("--tol", default=0.01, show_default=True, type=float,
               help="Algorithm 2 stops when every layer's change rate is within this relative distance of the mean.")
+@click.option("--rounds", default=2, show_default=True, type=click.IntRange(1),
+              help="Algorithm 2 measurement rounds: each re-measures the change rates with one forward+backward "
+                   "pass, then iterates (corrects what LRN's non-homogeneity makes the analytic update miss).")
+@click.option("--rate", "rate", type=click.Choice(RATE_DEFINITIONS), default="gradient", show_default=True,
+              help="Change rate Algorithm 2 equalizes: 'gradient' from the measured weight gradients (Eq. 3, "
+                   "as the original's measure_stat), 'eq4' from the paper's factorized Eq. 4.")
 @click.option("--zero-all", is_flag=True, help="Re-initialize every affine layer, even those with weights.")
 @click.option("--zero-from", metavar="LAYER", help="Re-initialize LAYER and every affine layer after it.")
 @click.option("--memory-limit", default=1024, show_default=True, type=click.IntRange(16), metavar="MB",
@@ -140,6 +153,9 @@ def init_command(prototxt, output, **kw):
     if kw["alpha"] <= 0:
         raise click.BadParameter("must be in (0, 1]", param_hint="--alpha")
     within = kw["within_layer"] if kw["within_layer"] is not None else not kw["load"]
+    if not within and not kw["between_layer"]:
+        raise click.UsageError("nothing to do: both Algorithm 1 (--within-layer, off by default with --load) "
+                               "and Algorithm 2 (--between-layer) are off")
     model = load.read_model(prototxt, kw["load"])
     net = load.build_net(model, backend=kw["backend"], device=kw["device"], batch_size=kw["batch_size"],
                          size=_parse_size(kw["size"]))
@@ -152,8 +168,8 @@ def init_command(prototxt, output, **kw):
                                   zero_from=kw["zero_from"], seed=kw["seed"], max_patch_mb=kw["memory_limit"]))
     if kw["between_layer"]:
         passes.append(BetweenLayer(alpha=kw["alpha"], max_iter=kw["max_iter"], tol=math.log1p(kw["tol"]),
-                                   seed=kw["seed"] + 1))
-    run_passes(net, sample.data, passes, batch_size=kw["batch_size"])
+                                   seed=kw["seed"] + 1, rounds=kw["rounds"], rate=kw["rate"]))
+    run_passes(net, sample.data, passes, batch_size=kw["batch_size"], progress=progress)
     load.save_model(output, model, net)
     log.info("wrote %s", output)
 
@@ -175,7 +191,7 @@ def stats_command(prototxt, json_path, plot_path, **kw):
     net = load.build_net(model, backend=kw["backend"], device=kw["device"], batch_size=kw["batch_size"],
                          size=_parse_size(kw["size"]))
     sample = load.load_sample(net, model, progress=progress, **_sample_options(kw))
-    stats = measure.measure(net, sample.data, batch_size=kw["batch_size"], seed=kw["seed"])
+    stats = measure.measure(net, sample.data, batch_size=kw["batch_size"], seed=kw["seed"], progress=progress)
     click.echo(report.table(stats))
     if json_path:
         with atomic_write(json_path) as f:

@@ -36,7 +36,7 @@ def coefficient_of_variation(values):
 def activation_stats(net, runner):
     """``{layer: (channel means, channel stds)}`` of each affine layer's output, one forward pass."""
     stats = {}
-    for index in netinfo.affine_layers(net):
+    for index in runner.bar(netinfo.affine_layers(net), "stats: activations (layers)"):
         name = net.layer_names[index]
         top = net.top_names[name][0]
         state = {}
@@ -53,10 +53,13 @@ def original_rates(param_sq, weight):
     return np.sqrt(per / max(float(np.einsum("i,i->", flat, flat)) / flat.size, 1e-300))
 
 
-def measure(net, sample, batch_size=16, seed=0):
-    """Statistics of every affine layer as plain dicts: ``{"layers": [...], "summary": {...}}``."""
-    runner = SampleRunner(net, sample, batch_size)
+def measure(net, sample, batch_size=16, seed=0, progress=False):
+    """Statistics of every affine layer as plain dicts: ``{"layers": [...], "summary": {...}}``.
+
+    ``progress``: progress bars on stderr (one over the layers, one over the backward batches)."""
+    runner = SampleRunner(net, sample, batch_size, progress=progress)
     acts = activation_stats(net, runner)
+    runner.pass_label = "stats: change rates"
     meter = RateMeter(net, seed=seed, keep_param_diffs=True)
     rates = meter.measure(runner)
     layers = []

@@ -30,9 +30,11 @@ log = logging.getLogger(__name__)
 DEFAULT_TOL = float(np.log(1.01))
 
 
-def run_passes(net, sample, passes, batch_size=16):
-    """Run ``passes`` in order on one runner; returns ``{pass class name: report, 'seconds': {...}}``."""
-    runner = SampleRunner(net, sample, batch_size)
+def run_passes(net, sample, passes, batch_size=16, progress=False):
+    """Run ``passes`` in order on one runner; returns ``{pass class name: report, 'seconds': {...}}``.
+
+    ``progress``: progress bars on stderr for the long loops (magic_init.progress)."""
+    runner = SampleRunner(net, sample, batch_size, progress=progress)
     report, seconds = {}, {}
     for step in passes:
         began = time.perf_counter()
@@ -46,7 +48,7 @@ def run_passes(net, sample, passes, batch_size=16):
 
 def initialize(net, sample, init="gaussian", beta=0.1, between_layer=True, alpha=0.25, max_iter=10,
                tol=DEFAULT_TOL, batch_size=16, zero_all=False, zero_from=None, seed=0,
-               max_patches=10000, max_patch_mb=256, rounds=2, rate="gradient"):
+               max_patches=10000, max_patch_mb=256, rounds=2, rate="gradient", progress=False):
     """Algorithm 1 on the selected affine layers (all-zero ones; ``zero_all``; from ``zero_from``),
     then, with ``between_layer``, Algorithm 2 on all affine layers. Returns the passes' reports."""
     passes = [WithinLayer(init=init, beta=beta, zero_all=zero_all, zero_from=zero_from, seed=seed,
@@ -54,11 +56,12 @@ def initialize(net, sample, init="gaussian", beta=0.1, between_layer=True, alpha
     if between_layer:
         passes.append(BetweenLayer(alpha=alpha, max_iter=max_iter, tol=tol, seed=seed + 1, rounds=rounds,
                                    rate=rate))
-    return run_passes(net, sample, passes, batch_size)
+    return run_passes(net, sample, passes, batch_size, progress=progress)
 
 
-def rescale(net, sample, alpha=0.25, max_iter=10, tol=DEFAULT_TOL, batch_size=16, seed=0, rounds=2, rate="gradient"):
+def rescale(net, sample, alpha=0.25, max_iter=10, tol=DEFAULT_TOL, batch_size=16, seed=0, rounds=2, rate="gradient",
+            progress=False):
     """Algorithm 2 only (pretrained models, paper §4.3): the net's function is kept up to a
     positive factor on its output where the scale paths are homogeneous."""
     return run_passes(net, sample, [BetweenLayer(alpha=alpha, max_iter=max_iter, tol=tol, seed=seed + 1,
-                                                 rounds=rounds, rate=rate)], batch_size)
+                                                 rounds=rounds, rate=rate)], batch_size, progress=progress)

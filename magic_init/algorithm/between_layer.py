@@ -78,7 +78,8 @@ class BetweenLayer:
     def __call__(self, net, runner):
         meter = RateMeter(net, seed=self.seed, definition=self.rate)
         scale, iterations, before = None, 0, None
-        for _ in range(self.rounds):
+        for round_index in range(self.rounds):
+            runner.pass_label = "Algorithm 2, round %d/%d" % (round_index + 1, self.rounds)
             graph = ScaleGraph(net, meter.last)
             layers = self.measure(meter, graph, runner)
             before = before or {r.name: r.rate() for r in layers}

@@ -13,6 +13,7 @@ import numpy as np
 
 from magic_init.algorithm import netinfo
 from magic_init.errors import DataError
+from magic_init.progress import progress as progress_bar
 
 
 def split_batches(sample, net, batch_size):
@@ -49,14 +50,22 @@ def forward_only(net):
 
 
 class SampleRunner:
-    """Per-batch live blobs of the sample, advanced through the net in layer ranges."""
+    """Per-batch live blobs of the sample, advanced through the net in layer ranges.
 
-    def __init__(self, net, sample, batch_size=None):
+    ``progress`` (bool) asks the passes for progress bars; ``bar(iterable, desc)`` draws one then."""
+
+    def __init__(self, net, sample, batch_size=None, progress=False):
         self.net = net
         self.batches = split_batches(sample, net, batch_size)
         self.used = netinfo.last_use(net)
         self.position = -1
         self.cache = [dict(batch) for batch in self.batches]
+        self.progress = progress
+        self.pass_label = "forward+backward"
+
+    def bar(self, iterable, desc, total=None):
+        """``iterable`` with a progress bar when this runner's ``progress`` is on (else unchanged)."""
+        return progress_bar(iterable, total=total, desc=desc, enabled=self.progress)
 
     def __len__(self):
         return len(self.batches)
@@ -83,7 +92,9 @@ class SampleRunner:
                 live[blob] = function(live[blob])
 
     def full_passes(self):
-        """Iterate over batches with only the inputs loaded into the net (for full forward/backward passes)."""
-        for batch in self.batches:
+        """Iterate over batches with only the inputs loaded into the net (for full forward/backward passes).
+
+        The progress bar, if any, is labelled ``pass_label`` (set by the pass that asks)."""
+        for batch in self.bar(self.batches, self.pass_label):
             load_blobs(self.net, batch)
             yield batch

@@ -95,7 +95,7 @@ class WithinLayer:
     def __call__(self, net, runner):
         selected = set(select_layers(net, self.zero_all, self.zero_from))
         reports = []
-        for index in netinfo.affine_layers(net):
+        for index in runner.bar(netinfo.affine_layers(net), "Algorithm 1 (layers)"):
             name = net.layer_names[index]
             if index not in selected:
                 log.info("layer '%s': weights kept", name)

@@ -140,30 +140,15 @@ def load_sample(net, model, data=None, root=None, num_images=160, batch_size=16,
     ``progress``: a progress bar over the batches read (magic_init.progress).
     """
     from magic_init.data import choose_source
+    from magic_init.data import load_sample as read_sample
 
     image_blob, _ = input_blob(net.net_param if hasattr(net, "net_param") else instantiate(model.net))
     source, transform = choose_source(None if data in (None, "prototxt") else data, model.net,
                                       input_shape=net.blobs[image_blob].data.shape, root=root, mean=mean,
                                       scale=scale, size=size,
                                       base_dir=os.path.dirname(os.path.abspath(model.prototxt)))
-    sample = _read_sample(source, transform, num_images, seed, batch_size, progress)
+    sample = read_sample(source, transform, num_images=num_images, seed=seed, batch_size=batch_size,
+                         progress=progress)
     log.info("sample: %d images from %s (%d skipped as unreadable)", len(sample.data), data or "the data layer",
              len(sample.skipped))
     return sample
-
-
-def _read_sample(source, transform, num_images, seed, batch_size, progress):
-    """magic_init.data.load_sample, batch by batch under a progress bar (total: batches expected)."""
-    import numpy as np
-
-    from magic_init.data import Sample, SampleReader
-    from magic_init.progress import progress as progress_bar
-
-    reader = SampleReader(source, transform, num_images, seed)
-    expected = -(-min(num_images, len(reader.source)) // batch_size)
-    batches = list(progress_bar(reader.batches(batch_size), total=expected, desc="loading sample",
-                                enabled=progress, unit="batch"))
-    labels = [b.labels for b in batches]
-    return Sample(np.concatenate([b.data for b in batches]),
-                  None if any(lab is None for lab in labels) else np.concatenate(labels),
-                  [n for b in batches for n in b.names], skipped=reader.skipped, source_size=len(reader.source))

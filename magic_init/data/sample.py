@@ -107,10 +107,15 @@ class SampleReader:
 
 
 def load_sample(source, transform, num_images: int = DEFAULT_NUM_IMAGES, seed: int = 0,
-                batch_size: int = 64) -> Sample:
-    """Load the whole sample as one array (160 x 3 x 227 x 227 float32 is about 100 MB)."""
+                batch_size: int = 64, progress: bool = False) -> Sample:
+    """Load the whole sample as one array (160 x 3 x 227 x 227 float32 is about 100 MB),
+    under a progress bar (one step per batch) when ``progress``."""
+    from magic_init.progress import progress as progress_bar
+
     reader = SampleReader(source, transform, num_images, seed)
-    batches = list(reader.batches(batch_size))
+    expected = -(-min(reader.num_images, len(reader.source)) // batch_size)
+    batches = list(progress_bar(reader.batches(batch_size), total=expected, desc="loading sample",
+                                enabled=progress, unit="batch"))
     whole = _concat(batches)
     return Sample(whole.data, whole.labels, whole.names, skipped=reader.skipped,
                   source_size=len(reader.source))

@@ -4,7 +4,7 @@
 
 Prints one forward pass and one forward+backward pass over the sample, the time of
 ``initialize(INIT, both steps)`` in seconds and in forward+backward passes, peak RSS, and the
-statistics table (magic_init.measure) after initialization. Images are smooth random images with
+statistics table (magic_init.measure_stat) after initialization. Images are smooth random images with
 ImageNet-like pixel scale (std 60), so no dataset is needed.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from magic_init.algorithm import initialize  # noqa: E402
 from magic_init.algorithm.runner import SampleRunner  # noqa: E402
 from magic_init.engine import Net  # noqa: E402
 from magic_init.io import read_prototxt  # noqa: E402
-from magic_init.measure import measure  # noqa: E402
+from magic_init.measure_stat import measure  # noqa: E402
 
 MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "models", "caffenet.prototxt")
 

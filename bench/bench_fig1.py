@@ -12,7 +12,7 @@ Six initializations of models/caffenet.prototxt, all on the built-in engine (CPU
 * ``ours (gaussian)`` and ``ours (k-means)``: ``magic_init.initialize`` (Alg. 1 + Alg. 2, defaults)
   on the first ``--init-images`` photos.
 
-Each is measured with ``magic_init.measure.measure`` on ``--measure-images`` *other* photos (the
+Each is measured with ``magic_init.measure_stat.measure`` on ``--measure-images`` *other* photos (the
 next ones in the same list, never seen by the init), TEST phase. The figure plots measure_stat's
 change rate (``orig_rate_mean``, the definition the paper's Fig. 1 and design §6 use) and its
 coefficient of variation over a layer's input channels (``orig_rate_cv``); the JSON also keeps
@@ -34,7 +34,7 @@ import common  # noqa: E402
 sys.path.insert(0, str(common.REPO))
 import magic_init  # noqa: E402
 from magic_init.engine.fillers import fill  # noqa: E402
-from magic_init.measure import measure  # noqa: E402  (magic_init.measure, the attribute, becomes the module)
+from magic_init.measure_stat import measure  # noqa: E402
 from magic_init.proto import caffe_pb2  # noqa: E402
 
 MODEL = common.REPO / "models" / "caffenet.prototxt"

@@ -27,7 +27,7 @@ _LAZY = {
     "save_model": ("magic_init.load", "save_model"),
     "initialize": ("magic_init.algorithm", "initialize"),
     "rescale": ("magic_init.algorithm", "rescale"),
-    "measure": ("magic_init.measure", "measure"),
+    "measure": ("magic_init.measure_stat", "measure"),
 }
 
 

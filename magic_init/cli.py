@@ -181,7 +181,7 @@ def init_command(prototxt, output, **kw):
 @_common_options
 def stats_command(prototxt, json_path, plot_path, **kw):
     """Print per-layer activation and change-rate statistics (paper Fig. 1)."""
-    from magic_init import load, measure, report
+    from magic_init import load, measure_stat, report
 
     progress = _setup_logging(kw.pop("quiet"), kw.pop("verbose"))
     for path in (json_path, plot_path):
@@ -191,7 +191,7 @@ def stats_command(prototxt, json_path, plot_path, **kw):
     net = load.build_net(model, backend=kw["backend"], device=kw["device"], batch_size=kw["batch_size"],
                          size=_parse_size(kw["size"]))
     sample = load.load_sample(net, model, progress=progress, **_sample_options(kw))
-    stats = measure.measure(net, sample.data, batch_size=kw["batch_size"], seed=kw["seed"], progress=progress)
+    stats = measure_stat.measure(net, sample.data, batch_size=kw["batch_size"], seed=kw["seed"], progress=progress)
     click.echo(report.table(stats))
     if json_path:
         with atomic_write(json_path) as f:

@@ -1,4 +1,4 @@
-"""Render magic_init.measure statistics: a text table, JSON, and a Fig.-1-style PNG.
+"""Render magic_init.measure_stat statistics: a text table, JSON, and a Fig.-1-style PNG.
 
 Computing lives in measure.py; nothing here touches a net. matplotlib is optional and only
 imported by ``write_png`` (a MagicInitError explains how to get it when it is missing).

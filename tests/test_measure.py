@@ -1,4 +1,4 @@
-"""Statistics (magic_init.measure) and their rendering (magic_init.report)."""
+"""Statistics (magic_init.measure_stat) and their rendering (magic_init.report)."""
 from __future__ import annotations
 
 import json
@@ -14,7 +14,7 @@ from fakenet import small_convnet  # noqa: E402
 from magic_init import report  # noqa: E402
 from magic_init.algorithm import initialize  # noqa: E402
 from magic_init.errors import MagicInitError  # noqa: E402
-from magic_init.measure import coefficient_of_variation, measure, original_rates  # noqa: E402
+from magic_init.measure_stat import coefficient_of_variation, measure, original_rates  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -75,3 +75,10 @@ def test_table_json_and_png(sample, tmp_path):
     else:
         report.write_png(stats, path)
         assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_package_api_measure_stays_a_function_after_the_module_is_imported():
+    import magic_init
+    import magic_init.measure_stat  # noqa: F401  (importing a submodule sets a package attribute)
+
+    assert callable(magic_init.measure) and magic_init.measure is magic_init.measure_stat.measure

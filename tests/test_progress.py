@@ -40,7 +40,7 @@ def tiny_net_and_sample():
 def test_api_draws_bars_for_sample_loading_algorithms_and_stats_only_when_asked(capfd):
     magic_init, net, x = tiny_net_and_sample()
     magic_init.initialize(net, x, batch_size=4, progress=True)
-    from magic_init.measure import measure
+    from magic_init.measure_stat import measure
 
     measure(net, x, batch_size=4, progress=True)
     err = capfd.readouterr().err

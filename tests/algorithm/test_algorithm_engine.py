@@ -13,7 +13,7 @@ from magic_init.algorithm.rates import RateMeter  # noqa: E402
 from magic_init.algorithm.runner import SampleRunner  # noqa: E402
 from magic_init.engine import Net  # noqa: E402
 from magic_init.io import read_prototxt  # noqa: E402
-from magic_init.measure import measure  # noqa: E402
+from magic_init.measure_stat import measure  # noqa: E402
 
 TINY = os.path.join(os.path.dirname(__file__), "..", "..", "models", "tiny.prototxt")
 

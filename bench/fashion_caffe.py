@@ -1,0 +1,86 @@
+"""Real-Caffe side of the Fashion-MNIST benchmarks (runs in the chroot: Python 3.9, pycaffe, no torch).
+
+    python3 bench/fashion_caffe.py fill PROTOTXT FILLER_NAME SEED OUT.caffemodel
+    python3 bench/fashion_caffe.py train SOLVER WEIGHTS ITERS EVAL_EVERY OUT.json [SNAPSHOT.caffemodel]
+
+``fill`` saves the weights Caffe's own fillers give an untouched TRAIN net (``caffe.set_random_seed``),
+the baseline "Caffe filler" init. ``train`` is ``caffe train --weights WEIGHTS`` with pycaffe's
+``SGDSolver``, measuring test accuracy (mean of the TEST net's Accuracy over ``test_iter`` batches)
+every EVAL_EVERY iterations, including iteration 0. Used by train_few_labels.py and rescale_pretrained.py.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+
+
+def _caffe():
+    import caffe  # only inside the real-Caffe environment
+    caffe.set_mode_cpu()
+    return caffe
+
+
+def fill(prototxt, seed, out):
+    """Weights of a freshly built TRAIN net: Caffe's fillers, seeded."""
+    caffe = _caffe()
+    caffe.set_random_seed(int(seed))
+    net = caffe.Net(prototxt, caffe.TRAIN)
+    net.save(out)
+
+
+def test_accuracy(solver, test_iter):
+    """(accuracy, loss) averaged over ``test_iter`` TEST batches (the solver's shared-weight test net)."""
+    net = solver.test_nets[0]
+    net.share_with(solver.net)  # what Solver::Test does first; pycaffe's test_nets hold their own copies
+    acc = loss = 0.0
+    for _ in range(test_iter):
+        out = net.forward()
+        acc += float(out["accuracy"])
+        loss += float(out["loss"])
+    return acc / test_iter, loss / test_iter
+
+
+def train(solver_path, weights, iters, eval_every, out_json, snapshot=None, test_iter=10):
+    """SGD from ``weights``; JSON with the test-accuracy curve, final train loss and wall time.
+
+    Stops at the first non-finite training loss (``diverged``): Caffe's Accuracy layer sorts NaN
+    scores with std::partial_sort, which is undefined behaviour and can crash the process.
+    """
+    caffe = _caffe()
+    solver = caffe.SGDSolver(solver_path)
+    solver.net.copy_from(weights)
+    curve, start, done, diverged = [], time.time(), 0, False
+    while True:
+        train_loss = float(solver.net.blobs["loss"].data) if done else None
+        if done and not math.isfinite(train_loss):
+            diverged = True
+            curve.append({"iter": done, "test_accuracy": None, "test_loss": None, "train_loss": train_loss})
+            break
+        acc, loss = test_accuracy(solver, test_iter)
+        curve.append({"iter": done, "test_accuracy": acc, "test_loss": loss, "train_loss": train_loss})
+        if done >= iters:
+            break
+        step = min(eval_every, iters - done)
+        solver.step(step)
+        done += step
+    if snapshot:
+        solver.net.save(snapshot)
+    result = {"curve": curve, "final_test_accuracy": curve[-1]["test_accuracy"], "diverged": diverged,
+              "seconds": time.time() - start, "iters": iters, "weights": weights, "solver": solver_path}
+    with open(out_json, "w") as f:
+        json.dump(result, f, indent=1)
+
+
+def main(argv):
+    if argv[0] == "fill":
+        fill(argv[1], argv[3], argv[4])  # argv[2] (filler name) only labels the call
+    elif argv[0] == "train":
+        train(argv[1], argv[2], int(argv[3]), int(argv[4]), argv[5], argv[6] if len(argv) > 6 else None)
+    else:
+        raise SystemExit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

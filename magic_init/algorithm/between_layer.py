@@ -77,8 +77,9 @@ class BetweenLayer:
 
     def __call__(self, net, runner):
         meter = RateMeter(net, seed=self.seed, definition=self.rate)
-        scale, iterations, before = None, 0, None
+        scale, iterations, before, rounds_run = None, 0, None, 0
         for round_index in range(self.rounds):
+            rounds_run += 1
             runner.pass_label = "Algorithm 2, round %d/%d" % (round_index + 1, self.rounds)
             graph = ScaleGraph(net, meter.last)
             layers = self.measure(meter, graph, runner)
@@ -91,8 +92,9 @@ class BetweenLayer:
                 break
         after = {r.name: r.rate() for r in layers}
         pinned = [name for k, name in enumerate(graph.names) if graph.pinned(k)]
-        log.info("between-layer: %d iteration(s); change-rate spread %.3gx -> %.3gx (predicted)",
-                 iterations, spread(before, pinned), spread(after, pinned))
+        log.info("between-layer: %d analytic iteration(s) over %d measurement round(s) (at most %d per round); "
+                 "change-rate spread %.3gx -> %.3gx (predicted)", iterations, rounds_run, self.max_iter,
+                 spread(before, pinned), spread(after, pinned))
         return {"iterations": iterations, "scale": dict(zip(graph.names, scale.tolist())),
                 "rate_before": before, "rate_after": after, "pinned": pinned,
                 "output_scale": _output_factor(graph, scale)}

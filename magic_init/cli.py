@@ -21,6 +21,7 @@ from magic_init.errors import MagicInitError
 from magic_init.io import atomic_write
 
 INITS = ("gaussian", "pca", "zca", "kmeans", "rand")
+FULL_MAX_PATCHES, FAST_MAX_PATCHES = 10000, 2000  # sample rows gathered per layer for data-driven inits
 RATE_DEFINITIONS = ("gradient", "eq4")   # magic_init.algorithm.rates.RATE_DEFINITIONS (not imported: fast --help)
 log = logging.getLogger("magic_init")
 
@@ -138,6 +139,9 @@ def cli():
 @click.option("--zero-from", metavar="LAYER", help="Re-initialize LAYER and every affine layer after it.")
 @click.option("--memory-limit", default=1024, show_default=True, type=click.IntRange(16), metavar="MB",
               help="Memory for patches gathered by pca/zca/kmeans/rand.")
+@click.option("--fast", is_flag=True,
+              help="Fast mode: gather at most %d patches per layer for pca/zca/kmeans/rand (instead of %d) and "
+                   "measure change rates once (--rounds 1)." % (FAST_MAX_PATCHES, FULL_MAX_PATCHES))
 @click.option("--overwrite", is_flag=True, help="Allow OUTPUT to be the --load file.")
 @_common_options
 def init_command(prototxt, output, **kw):
@@ -165,10 +169,11 @@ def init_command(prototxt, output, **kw):
     passes = []
     if within:
         passes.append(WithinLayer(init=kw["init"], beta=kw["beta"], zero_all=kw["zero_all"],
-                                  zero_from=kw["zero_from"], seed=kw["seed"], max_patch_mb=kw["memory_limit"]))
+                                  zero_from=kw["zero_from"], seed=kw["seed"], max_patch_mb=kw["memory_limit"],
+                                  max_patches=FAST_MAX_PATCHES if kw["fast"] else FULL_MAX_PATCHES))
     if kw["between_layer"]:
         passes.append(BetweenLayer(alpha=kw["alpha"], max_iter=kw["max_iter"], tol=math.log1p(kw["tol"]),
-                                   seed=kw["seed"] + 1, rounds=kw["rounds"], rate=kw["rate"]))
+                                   seed=kw["seed"] + 1, rounds=1 if kw["fast"] else kw["rounds"], rate=kw["rate"]))
     run_passes(net, sample.data, passes, batch_size=kw["batch_size"], progress=progress)
     load.save_model(output, model, net)
     log.info("wrote %s", output)

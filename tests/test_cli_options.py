@@ -103,3 +103,11 @@ def test_bars_on_a_terminal_unless_quiet(tmp_path):
     code, err = run_cli_on_a_terminal(TINY, tmp_path / "b.caffemodel", "--quiet", *SMALL)
     assert code == 0, err
     assert not any(m in err for m in BAR_MARKS + ("Algorithm",)), err
+
+
+def test_fast_mode_runs_one_round_with_fewer_patches(tmp_path):
+    out = tmp_path / "fast.caffemodel"
+    result = run_cli(TINY, out, "--init", "kmeans", "--fast", "-v", *SMALL)
+    assert result.returncode == 0, result.stderr
+    assert "over 1 measurement round(s)" in result.stderr
+    assert out.exists()

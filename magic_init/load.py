@@ -10,6 +10,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 
+from magic_init.algorithm.netinfo import AFFINE_TYPES
 from magic_init.errors import ModelFileError, NetDefinitionError
 from magic_init.io import copy_weights, read_caffemodel, read_prototxt, write_caffemodel
 from magic_init.netgraph import instantiate
@@ -34,11 +35,10 @@ def read_model(prototxt, weights_path=None):
 
 
 def input_blob(net_param):
-    """Name and shape of the image input: the first top of the first Input layer after instantiation."""
+    """Name of the image input: the first top of the first Input layer after instantiation."""
     for layer in net_param.layer:
         if layer.type == "Input" and layer.top:
-            shape = tuple(layer.input_param.shape[0].dim) if layer.input_param.shape else ()
-            return layer.top[0], shape
+            return layer.top[0]
     raise NetDefinitionError("the net has no input: add an Input layer, input/input_shape, or a data layer")
 
 
@@ -51,7 +51,7 @@ def _input_shapes(model, batch_size, size):
             raise
         probe = instantiate(model.net, phase="test", input_shapes=_guess_shapes(model.net, batch_size, size))
     shapes = {}
-    image_top, _ = input_blob(probe)
+    image_top = input_blob(probe)
     for layer in probe.layer:
         if layer.type != "Input":
             continue
@@ -88,9 +88,6 @@ def build_net(model, backend="auto", device="cpu", batch_size=16, size=None):
     if model.weights:
         copy_weights(model.weights, net.params, source_name=model.weights_path)
     return net
-
-
-AFFINE_TYPES = ("Convolution", "Deconvolution", "InnerProduct")
 
 
 def reset_unloaded_layers(net, loaded):
@@ -142,7 +139,7 @@ def load_sample(net, model, data=None, root=None, num_images=160, batch_size=16,
     from magic_init.data import choose_source
     from magic_init.data import load_sample as read_sample
 
-    image_blob, _ = input_blob(net.net_param if hasattr(net, "net_param") else instantiate(model.net))
+    image_blob = input_blob(net.net_param)  # both backends keep their instantiated NetParameter
     source, transform = choose_source(None if data in (None, "prototxt") else data, model.net,
                                       input_shape=net.blobs[image_blob].data.shape, root=root, mean=mean,
                                       scale=scale, size=size,

@@ -94,10 +94,18 @@ def _parse_size(text):
     return (int(values[0]), int(values[-1]))
 
 
-def _sample_options(kw):
-    return dict(data=kw["data"], root=kw["root"], num_images=kw["num_images"], batch_size=kw["batch_size"],
-                mean=_parse_floats(kw["mean"], "--mean"), scale=kw["scale"], size=_parse_size(kw["size"]),
-                seed=kw["seed"])
+def _model_net_and_sample(prototxt, kw, progress):
+    """The steps `init` and `stats` share: read the model, build the net, read the sample."""
+    from magic_init import load
+
+    size = _parse_size(kw["size"])
+    model = load.read_model(prototxt, kw["load"])
+    net = load.build_net(model, backend=kw["backend"], device=kw["device"], batch_size=kw["batch_size"],
+                         size=size)
+    sample = load.load_sample(net, model, data=kw["data"], root=kw["root"], num_images=kw["num_images"],
+                              batch_size=kw["batch_size"], mean=_parse_floats(kw["mean"], "--mean"),
+                              scale=kw["scale"], size=size, seed=kw["seed"], progress=progress)
+    return model, net, sample
 
 
 def _same_file(a, b):
@@ -160,10 +168,7 @@ def init_command(prototxt, output, **kw):
     if not within and not kw["between_layer"]:
         raise click.UsageError("nothing to do: both Algorithm 1 (--within-layer, off by default with --load) "
                                "and Algorithm 2 (--between-layer) are off")
-    model = load.read_model(prototxt, kw["load"])
-    net = load.build_net(model, backend=kw["backend"], device=kw["device"], batch_size=kw["batch_size"],
-                         size=_parse_size(kw["size"]))
-    sample = load.load_sample(net, model, progress=progress, **_sample_options(kw))
+    model, net, sample = _model_net_and_sample(prototxt, kw, progress)
     from magic_init.algorithm import BetweenLayer, WithinLayer, run_passes
 
     passes = []
@@ -192,10 +197,7 @@ def stats_command(prototxt, json_path, plot_path, **kw):
     for path in (json_path, plot_path):
         if path:
             load.check_writable(path)
-    model = load.read_model(prototxt, kw["load"])
-    net = load.build_net(model, backend=kw["backend"], device=kw["device"], batch_size=kw["batch_size"],
-                         size=_parse_size(kw["size"]))
-    sample = load.load_sample(net, model, progress=progress, **_sample_options(kw))
+    model, net, sample = _model_net_and_sample(prototxt, kw, progress)
     stats = measure_stat.measure(net, sample.data, batch_size=kw["batch_size"], seed=kw["seed"], progress=progress)
     click.echo(report.table(stats))
     if json_path:

@@ -35,10 +35,11 @@ def resolve_backend(name="auto"):
     """Return 'caffe' or 'torch' for a requested backend name, or raise BackendError."""
     if name not in BACKENDS:
         raise BackendError("unknown backend %r; choose one of %s" % (name, ", ".join(BACKENDS)))
-    if name == "caffe" or (name == "auto" and _pycaffe_available()):
-        if not _pycaffe_available():
+    if name in ("auto", "caffe"):
+        if _pycaffe_available():
+            return "caffe"
+        if name == "caffe":
             raise BackendError("backend 'caffe' asked for, but pycaffe does not import (import caffe failed)")
-        return "caffe"
     if not _torch_available():
         raise BackendError("the built-in engine needs PyTorch: pip install torch==2.13.0"
                            + ("" if name == "torch" else " (or install pycaffe)"))

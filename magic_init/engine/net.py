@@ -209,7 +209,7 @@ class Net:
         if record and self._plan.layer[i] and hasattr(layer, "backward"):
             with torch.no_grad():
                 tops = layer.forward(bottoms, params)
-            self._records[i] = (bottoms, params, tops)
+            self._records[i] = (bottoms, params, tops, _versions(bottoms + params))
         elif record and self._plan.layer[i]:
             leaves = [t.detach().requires_grad_(need)
                       for t, need in zip(bottoms + params, self._plan.bottoms[i] + self._plan.params[i])]
@@ -243,7 +243,7 @@ class Net:
                                "one ran under no_grad()/no_backward=True, or not at all)"
                                % layer.where())
         top_diffs = [self.blobs[name].diff_tensor() for name in layer.param.top]
-        if len(record) == 3:
+        if len(record) == 4:
             self._hand_written_backward(i, record, top_diffs)
             return
         leaves, tops = record
@@ -252,9 +252,7 @@ class Net:
         except RuntimeError as error:
             if "inplace operation" not in str(error):
                 raise
-            raise BackendError("%s: a blob or parameter was overwritten through torch (e.g. "
-                               "copy_from) after forward(); run forward() again before backward()"
-                               % layer.where()) from None
+            raise _overwritten_error(layer) from None
         num_bottoms = len(layer.param.bottom)
         for j, name in enumerate(layer.param.bottom):
             if leaves[j].requires_grad:
@@ -266,7 +264,9 @@ class Net:
                 blob.accumulate_diff(grad)
 
     def _hand_written_backward(self, i, record, top_diffs):
-        layer, (bottoms, params, tops) = self.layers[i], record
+        layer, (bottoms, params, tops, versions) = self.layers[i], record
+        if _versions(bottoms + params) != versions:
+            raise _overwritten_error(layer)
         param_diffs = [blob.diff_for_update() if need else None
                        for blob, need in zip(layer.blobs, self._plan.params[i])]
         grads = layer.backward(bottoms, params, tops, top_diffs, self._plan.bottoms[i], param_diffs)
@@ -305,3 +305,13 @@ class Net:
         from magic_init.io import write_caffemodel
         live = OrderedDict((name, [b.data for b in blobs]) for name, blobs in self.params.items())
         write_caffemodel(os.fspath(path), self.net_param, live)
+
+
+def _versions(tensors):
+    """torch's in-place modification counters: backward() refuses inputs changed since forward()."""
+    return [t._version for t in tensors]
+
+
+def _overwritten_error(layer):
+    return BackendError("%s: a blob or parameter was overwritten through torch (e.g. copy_from) "
+                        "after forward(); run forward() again before backward()" % layer.where())

@@ -14,6 +14,10 @@ def vision():
                       "group: 3 dilation: 2 dilation: 1 pad: 2 pad: 1 stride: 1 }", [("x", (2, 6, 9, 8))])
     single_layer_case("conv_nobias_repeated", "Convolution", "convolution_param { num_output: 5 bias_term: false "
                       "kernel_size: 3 kernel_size: 2 pad: 1 pad: 0 stride: 1 stride: 2 }", [("x", (3, 2, 6, 7))])
+    # stride > kernel on one axis and windows that leave input rows unused: the space-to-depth dx
+    single_layer_case("conv_group_stride_gt_kernel", "Convolution", "convolution_param { num_output: 4 "
+                      "group: 2 kernel_h: 3 kernel_w: 2 stride_h: 3 stride_w: 3 pad_h: 1 pad_w: 2 }",
+                      [("x", (2, 4, 9, 8))])
     single_layer_case("deconv_asym", "Deconvolution", "convolution_param { num_output: 4 kernel_h: 3 kernel_w: 2 "
                       "pad_h: 1 pad_w: 0 stride_h: 2 stride_w: 1 }", [("x", (2, 3, 4, 5))])
     single_layer_case("deconv_group_nobias", "Deconvolution", "convolution_param { num_output: 6 group: 2 "

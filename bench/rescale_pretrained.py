@@ -8,10 +8,17 @@
    of norm1). Test accuracy must not change.
 3. Fine-tune original, scaled, and ``magic_init --load scaled`` (Alg. 2 only) with the same solver on
    the N training images; also the original rescaled the same way, as a control.
+4. For each fine-tuned model: test accuracy along the way, divergence (first non-finite loss), and
+   each layer's relative weight change ||W_end - W_start|| / ||W_start|| -- the paper's change rate
+   summed over fine-tuning: a layer scaled up by k moves k^2 times less (it stalls), the layer scaled
+   down moves k^2 times more (it thrashes or diverges).
 
-    python bench/rescale_pretrained.py [--factor 100] [--pretrain-iters 150] [--finetune-iters 300]
+Every factor x seed is its own pretrained model (MSRA init, seed s) and its own fine-tuning (seed s).
 
-Prints a table and writes JSON (out/rescale_pretrained/).
+    python bench/rescale_pretrained.py [--factors 10,100] [--seeds 3] [--pretrain-iters 150]
+                                       [--finetune-iters 300]
+
+Prints a table (mean +/- std over seeds) and writes JSON (out/rescale_pretrained/).
 """
 from __future__ import annotations
 
@@ -46,74 +53,127 @@ def weight_norms(path: Path) -> dict:
     return {name: float(np.linalg.norm(blobs[0])) for name, blobs in weights.items() if blobs}
 
 
+def relative_changes(start: Path, end: Path) -> dict:
+    """||W_end - W_start|| / ||W_start|| of each layer's first blob."""
+    before, after = read_caffemodel(str(start)).weights, read_caffemodel(str(end)).weights
+    return {name: float(np.linalg.norm(after[name][0] - blobs[0]) / np.linalg.norm(blobs[0]))
+            for name, blobs in before.items() if blobs}
+
+
 def rescale_with_magic_init(work, src: Path, dst: Path, list_path: Path, seed: int):
     """``magic_init deploy dst --load src --data LIST`` (between-layer only, within-layer off by default)."""
     if not dst.exists():
         tfl.magic_init(dst, list_path, work, seed, "--load", str(src))
 
 
-def acc_at(result: dict, it: int) -> str:
-    """Test accuracy (%) at iteration ``it``; "NaN" once the loss diverged, "" if not measured."""
-    for c in result["curve"]:
-        if c["iter"] == it:
-            return "NaN" if c["test_accuracy"] is None else "%.2f" % (100 * c["test_accuracy"])
-    return "NaN (diverged at %d)" % result["curve"][-1]["iter"] if result["diverged"] else ""
+MODELS = ("original", "scaled", "scaled + magic_init --load", "original + magic_init --load")
+LAYERS = ("conv1", "conv2", "fc3", "fc4")
+
+
+def run_seed(work, args, list_path, seed: int, factor: float) -> dict:
+    """The four fine-tunings of one (seed, factor): {model: result with curve, norms, changes}."""
+    d = work.host / "rescale"
+    d.mkdir(exist_ok=True)
+    init = tfl.make_init(work, args.init, False, seed, list_path)
+    pretrained = d / ("pretrained_%s_it%d_s%d.caffemodel" % (args.init, args.pretrain_iters, seed))
+    tfl.train_run(work, init, seed, args.pretrain_iters, args.pretrain_iters,
+                  "pretrain_%s_it%d_s%d" % (args.init, args.pretrain_iters, seed), snapshot=pretrained)
+    scaled = d / ("scaled_x%g_s%d.caffemodel" % (factor, seed))
+    if not scaled.exists():
+        scale_pair(pretrained, scaled, factor)
+    paths = dict(zip(MODELS, (pretrained, scaled, d / ("scaled_x%g_fixed_s%d.caffemodel" % (factor, seed)),
+                              d / ("original_fixed_s%d.caffemodel" % seed))))
+    rescale_with_magic_init(work, scaled, paths[MODELS[2]], list_path, seed)
+    rescale_with_magic_init(work, pretrained, paths[MODELS[3]], list_path, seed)
+    results = {}
+    for name, path in paths.items():
+        scale = "_x%g" % factor if name.startswith("scaled") else ""   # the originals are shared
+        tag = "finetune_%s%s_it%d_%d_s%d" % (name.replace(" ", "").replace("--", "_").replace("+", "-"),
+                                             scale, args.pretrain_iters, args.finetune_iters, seed)
+        end = d / (tag + ".caffemodel")
+        result = tfl.train_run(work, path, seed, args.finetune_iters, args.eval_every, tag, snapshot=end)
+        result["weight_norms"] = weight_norms(path)
+        result["relative_change"] = relative_changes(path, end) if end.exists() and not result["diverged"] \
+            else None
+        results[name] = result
+    return results
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--factor", type=float, default=100.0)
+    ap.add_argument("--factors", default="10,100", help="comma-separated scale factors")
     ap.add_argument("--init", default="caffe-msra", choices=tfl.INITS, help="init of the pretrained run")
     ap.add_argument("--pretrain-iters", type=int, default=150)
     ap.add_argument("--finetune-iters", type=int, default=300)
     ap.add_argument("--eval-every", type=int, default=50)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--jobs", type=int, default=2, help="seeds run side by side (1 core each)")
     ap.add_argument("--out", default=str(tfl.REPO / "out" / "rescale_pretrained"))
     args = ap.parse_args(argv)
+    factors = [float(f) for f in args.factors.split(",")]
     work = tfl.Work()
     list_path, _ = tfl.prepare_data(work, 1000, 1000)
-    d = work.host / "rescale"
-    d.mkdir(exist_ok=True)
     t0 = time.time()
-
-    init = tfl.make_init(work, args.init, False, args.seed, list_path)
-    pretrained = d / ("pretrained_%s_it%d.caffemodel" % (args.init, args.pretrain_iters))
-    tfl.train_run(work, init, args.seed, args.pretrain_iters, args.pretrain_iters,
-                  "pretrain_%s_it%d" % (args.init, args.pretrain_iters), snapshot=pretrained)
-    models = {"original": pretrained, "scaled": d / ("scaled_x%g.caffemodel" % args.factor)}
-    scale_pair(pretrained, models["scaled"], args.factor)
-    models["scaled + magic_init --load"] = d / ("scaled_x%g_fixed.caffemodel" % args.factor)
-    models["original + magic_init --load"] = d / "original_fixed.caffemodel"
-    rescale_with_magic_init(work, models["scaled"], models["scaled + magic_init --load"], list_path, args.seed)
-    rescale_with_magic_init(work, pretrained, models["original + magic_init --load"], list_path, args.seed)
-
-    results = {}
-    for name, path in models.items():
-        tag = "finetune_%s_x%g_it%d_%d" % (name.replace(" ", "").replace("--", "_").replace("+", "-"),
-                                           args.factor, args.pretrain_iters, args.finetune_iters)
-        results[name] = tfl.train_run(work, path, args.seed, args.finetune_iters, args.eval_every, tag)
-        results[name]["weight_norms"] = weight_norms(path)
-    print_table(results, args)
+    from concurrent.futures import ThreadPoolExecutor
+    def one_seed(seed):  # one thread per seed: its factors share the seed's pretrained model
+        return [run_seed(work, args, list_path, seed, factor) for factor in factors]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        done = list(pool.map(one_seed, range(args.seeds)))
+    runs = {"x%g" % factor: {} for factor in factors}
+    for seed, per_factor in enumerate(done):
+        for factor, results in zip(factors, per_factor):
+            runs["x%g" % factor]["seed%d" % seed] = results
+    rows = summarize(runs)
+    print_table(rows, args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     payload = {"args": vars(args), "seconds": time.time() - t0, "scaled_layers": [SCALED_UP, SCALED_DOWN],
-               "models": results}
+               "summary": rows, "runs": runs}
     (out / "rescale_pretrained.json").write_text(json.dumps(payload, indent=1))
     print("wrote %s" % (out / "rescale_pretrained.json"))
 
 
-def print_table(results: dict, args):
-    its = sorted({c["iter"] for r in results.values() for c in r["curve"]})
-    shown = [its[0], its[1], its[len(its) // 2], its[-1]]
-    print("\nfine-tuning (lr 0.01, momentum 0.9, batch 32), test accuracy %% at iteration; %s x%g, %s / %g"
-          % (SCALED_UP, args.factor, SCALED_DOWN, args.factor))
-    print("| model | " + " | ".join("@%d" % i for i in shown) + " | final test loss | ||W|| conv1 conv2 fc3 fc4 |")
-    print("|---|" + "---|" * len(shown) + "---|---|")
-    for name, r in results.items():
-        norms = " ".join("%.3g" % r["weight_norms"][k] for k in ("conv1", "conv2", "fc3", "fc4"))
-        loss = r["curve"][-1]["test_loss"]
-        print("| %s | %s | %s | %s |" % (name, " | ".join(acc_at(r, i) for i in shown),
-                                        "NaN" if loss is None else "%.3g" % loss, norms))
+def summarize(runs: dict) -> list:
+    """One row per (factor, model): accuracy at 50 and at the end (mean, std over seeds; a diverged
+    run counts as chance, 10 %), divergences, median relative weight change per layer."""
+    rows = []
+    for factor, by_seed in runs.items():
+        for name in MODELS:
+            results = [seeds[name] for seeds in by_seed.values()]
+            final = [tfl.accuracy_or_chance(r["final_test_accuracy"]) for r in results]
+            at50 = [tfl.accuracy_or_chance(_accuracy_at(r, 50)) for r in results]
+            changes = [r["relative_change"] for r in results if r["relative_change"]]
+            rows.append({"factor": factor, "model": name, "seeds": len(results),
+                         "diverged": sum(r["diverged"] for r in results),
+                         "final_mean": float(np.mean(final)), "final_std": float(np.std(final, ddof=1))
+                         if len(final) > 1 else 0.0, "at50_mean": float(np.mean(at50)),
+                         "relative_change": {k: float(np.median([c[k] for c in changes])) for k in LAYERS}
+                         if changes else None,
+                         "weight_norms": {k: float(np.median([r["weight_norms"][k] for r in results]))
+                                          for k in LAYERS}})
+    return rows
+
+
+def _accuracy_at(result: dict, it: int):
+    for c in result["curve"]:
+        if c["iter"] == it:
+            return c["test_accuracy"]
+    return None
+
+
+def print_table(rows: list, args):
+    print("\nfine-tuning %d iterations (lr 0.01, momentum 0.9, batch 32) of a model pretrained %d iterations; "
+          "%s x k, %s / k; %d seeds" % (args.finetune_iters, args.pretrain_iters, SCALED_UP, SCALED_DOWN,
+                                        args.seeds))
+    print("| k | model | test acc @50 | final test acc | diverged | rel. change conv1 conv2 fc3 fc4 "
+          "| ||W|| conv1 conv2 fc3 fc4 |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        change = " ".join("%.3g" % r["relative_change"][k] for k in LAYERS) if r["relative_change"] else "-"
+        norms = " ".join("%.3g" % r["weight_norms"][k] for k in LAYERS)
+        print("| %s | %s | %.1f %% | %.1f ± %.1f %% | %d/%d | %s | %s |"
+              % (r["factor"], r["model"], 100 * r["at50_mean"], 100 * r["final_mean"], 100 * r["final_std"],
+                 r["diverged"], r["seeds"], change, norms))
 
 
 if __name__ == "__main__":

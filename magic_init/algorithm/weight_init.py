@@ -22,7 +22,7 @@ EIGEN_FLOOR = 1e-6
 
 def gaussian(shape, rng):
     """W ~ N(0, I) of the given shape (Algorithm 1, first line)."""
-    return rng.standard_normal(shape).astype(np.float32)
+    return rng.standard_normal(shape, dtype=np.float32)   # float32 draws: ~3x faster than float64
 
 
 def _orthonormal(y):

@@ -1,8 +1,8 @@
 """Build-time helpers: loading the NetParameter, the device, top shapes, blob sources, and which
 blobs need gradients.
 
-``top_shapes`` runs a layer on shape-only ("meta") tensors; layers therefore need no separate
-shape function. ``backward_needs`` follows Caffe's ``Net::Init``: a layer needs backward when
+``top_shapes`` asks the layer (``same_shape``, ``output_shapes``) and otherwise runs it on
+shape-only ("meta") tensors, so a rare layer type needs no shape function. ``backward_needs`` follows Caffe's ``Net::Init``: a layer needs backward when
 a bottom needs it or one of its parameters has lr_mult != 0; its tops then need it too;
 ``force_backward`` adds every bottom the layer allows (Caffe's ``AllowForceBackward``). Unlike
 Caffe we do not prune layers that do not reach a loss: magic_init backpropagates from arbitrary
@@ -26,7 +26,14 @@ class BackwardPlan(NamedTuple):
 
 
 def top_shapes(layer, bottom_shapes, param_shapes):
-    """Shapes of ``layer``'s tops for the given bottom and parameter shapes."""
+    """Shapes of ``layer``'s tops for the given bottom and parameter shapes: the layer's own
+    ``output_shapes`` where it has one, else by running it on shape-only tensors."""
+    bottom_shapes = [tuple(s) for s in bottom_shapes]
+    if layer.same_shape:
+        return [bottom_shapes[0]]
+    shapes = layer.output_shapes(bottom_shapes)
+    if shapes is not None:
+        return [tuple(int(d) for d in s) for s in shapes]
     try:
         return _run_on(layer, bottom_shapes, param_shapes, "meta")
     except MagicInitError:

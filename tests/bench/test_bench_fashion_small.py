@@ -79,6 +79,15 @@ def test_scale_pair_scales_conv2_up_and_fc3_down(tmp_path):
     np.testing.assert_array_equal(b["conv1"][0], a["conv1"][0])
 
 
+def test_relative_changes_measure_how_far_each_layer_moved(tmp_path):
+    random_model(tmp_path / "a.caffemodel")
+    rescale_pretrained.scale_pair(tmp_path / "a.caffemodel", tmp_path / "b.caffemodel", 3.0)
+    changes = rescale_pretrained.relative_changes(tmp_path / "a.caffemodel", tmp_path / "b.caffemodel")
+    assert changes["conv1"] == 0 and changes["fc4"] == 0
+    assert abs(changes["conv2"] - 2.0) < 1e-5          # ||3W - W|| / ||W||
+    assert abs(changes["fc3"] - 2.0 / 3.0) < 1e-5      # ||W/3 - W|| / ||W||
+
+
 SCALED_OUTPUT_CODE = r"""
 import sys, numpy as np, caffe
 caffe.set_mode_cpu()

@@ -78,6 +78,15 @@ class Layer:
         """Top tensors from bottom tensors and parameter tensors."""
         raise NotImplementedError
 
+    def output_shapes(self, bottom_shapes):
+        """Top shapes computed from the bottom shapes (tuples), checking what Caffe's Reshape
+        checks; None lets the net run ``forward`` on shape-only tensors instead (slower: torch's
+        meta kernels import its compiler stack on first use, ~2 s)."""
+        return None
+
+    # Same-shape layers (one top shaped like the first bottom) may set ``same_shape = True``.
+    same_shape = False
+
     # A subclass may define a hand-written backward instead of relying on autograd:
     #   def backward(self, bottoms, params, tops, top_diffs, need_bottoms, param_diffs):
     #       accumulate into param_diffs[j] (a tensor, or None where not needed) in place and

@@ -42,6 +42,24 @@ def normalizer(mode, outer, inner, valid_count):
     return float(max(1, valid_count))
 
 
+def check_label_count(layer, bottom_shapes, axis):
+    """Caffe's check: one label per prediction position (outer x inner of the scores)."""
+    scores = bottom_shapes[0]
+    axis = canonical_axis(axis, len(scores), layer.where())
+    positions = int(np.prod(scores[:axis])) * int(np.prod(scores[axis + 1:]))
+    if int(np.prod(bottom_shapes[1])) != positions:
+        raise NetDefinitionError("%s: %d labels for %d predictions (scores %s, labels %s)"
+                                 % (layer.where(), int(np.prod(bottom_shapes[1])), positions,
+                                    scores, bottom_shapes[1]))
+
+
+def check_same_count(layer, bottom_shapes):
+    counts = [int(np.prod(s)) for s in bottom_shapes]
+    if counts[0] != counts[1]:
+        raise NetDefinitionError("%s: bottoms must have the same count, got %s and %s"
+                                 % (layer.where(), bottom_shapes[0], bottom_shapes[1]))
+
+
 def _valid_mask(labels, loss_param):
     if loss_param.HasField("ignore_label"):
         return labels != loss_param.ignore_label
@@ -55,6 +73,10 @@ class SoftmaxWithLoss(Layer):
 
     def allow_force_backward(self, bottom_index):
         return bottom_index != 1
+
+    def output_shapes(self, bottom_shapes):
+        check_label_count(self, bottom_shapes, self.param.softmax_param.axis)
+        return [()] + [bottom_shapes[0]] * (len(self.param.top) > 1)
 
     def forward(self, bottoms, params):
         x = bottoms[0]
@@ -87,6 +109,10 @@ class SigmoidCrossEntropyLoss(Layer):
     def allow_force_backward(self, bottom_index):
         return bottom_index != 1
 
+    def output_shapes(self, bottom_shapes):
+        check_same_count(self, bottom_shapes)
+        return [()]
+
     def forward(self, bottoms, params):
         x, target = bottoms
         losses = F.binary_cross_entropy_with_logits(x, target.detach(), reduction="none")
@@ -104,6 +130,10 @@ class SigmoidCrossEntropyLoss(Layer):
 @register("EuclideanLoss")
 class EuclideanLoss(Layer):
     """L = sum (a - b)^2 / (2 N), N = shape[0]; both bottoms receive gradients."""
+
+    def output_shapes(self, bottom_shapes):
+        check_same_count(self, bottom_shapes)
+        return [()]
 
     def forward(self, bottoms, params):
         a, b = bottoms
@@ -123,6 +153,10 @@ class Accuracy(Layer):
         if len(self.param.top) > 1:
             raise NetDefinitionError("%s: the per-class accuracy top is not supported"
                                      % self.where())
+
+    def output_shapes(self, bottom_shapes):
+        check_label_count(self, bottom_shapes, self.param.accuracy_param.axis)
+        return [()]
 
     def forward(self, bottoms, params):
         x, p = bottoms[0], self.param.accuracy_param

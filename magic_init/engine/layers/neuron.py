@@ -14,6 +14,7 @@ from .base import Layer, register
 
 class _Elementwise(Layer):
     """A layer y = f(x) on a single bottom."""
+    same_shape = True
 
     def forward(self, bottoms, params):
         return [self.f(bottoms[0])]
@@ -32,6 +33,8 @@ class ReLU(_Elementwise):
 class PReLU(Layer):
     """y = max(x, 0) + a_c min(x, 0), one learnable a per channel (or one, a 0-d blob as in
     Caffe, if channel_shared); default filler constant 0.25."""
+
+    same_shape = True
 
     def param_shapes(self, bottom_shapes):
         shared = self.param.prelu_param.channel_shared

@@ -21,6 +21,7 @@ class BatchNorm(Layer):
     Caffe forces lr_mult 0 on all three blobs.
     """
     fixed_params = True
+    same_shape = True
 
     def setup(self):
         p = self.param.batch_norm_param
@@ -65,6 +66,10 @@ class _Broadcast(Layer):
 
     def message(self):
         raise NotImplementedError
+
+    def output_shapes(self, bottom_shapes):
+        """The first bottom's shape; with a second bottom the forward pass checks the axes."""
+        return [bottom_shapes[0]] if len(bottom_shapes) == 1 else None
 
     def learned_shape(self, x_shape):
         p = self.message()

@@ -44,6 +44,9 @@ class Input(Layer):
 class Split(Layer):
     """Every top is the bottom (shared data); in backward their diffs are summed."""
 
+    def output_shapes(self, bottom_shapes):
+        return [bottom_shapes[0]] * len(self.param.top)
+
     def forward(self, bottoms, params):
         return [bottoms[0]] * len(self.param.top)
 
@@ -53,6 +56,9 @@ class Silence(Layer):
     """Consumes bottoms, produces nothing."""
     has_backward = False
 
+    def output_shapes(self, bottom_shapes):
+        return []
+
     def forward(self, bottoms, params):
         return []
 
@@ -61,10 +67,21 @@ class Silence(Layer):
 class Concat(Layer):
     """Concatenate the bottoms along ``axis`` (legacy ``concat_dim``), default 1."""
 
-    def forward(self, bottoms, params):
+    def axis(self, ndim):
         p = self.param.concat_param
-        axis = p.concat_dim if p.HasField("concat_dim") else p.axis
-        return [torch.cat(bottoms, canonical_axis(axis, bottoms[0].dim(), self.where()))]
+        return canonical_axis(p.concat_dim if p.HasField("concat_dim") else p.axis, ndim, self.where())
+
+    def output_shapes(self, bottom_shapes):
+        first = bottom_shapes[0]
+        axis = self.axis(len(first))
+        for shape in bottom_shapes[1:]:
+            if len(shape) != len(first) or shape[:axis] + shape[axis + 1:] != first[:axis] + first[axis + 1:]:
+                raise NetDefinitionError("%s: bottoms %s and %s differ outside axis %d"
+                                         % (self.where(), first, shape, axis))
+        return [first[:axis] + (sum(s[axis] for s in bottom_shapes),) + first[axis + 1:]]
+
+    def forward(self, bottoms, params):
+        return [torch.cat(bottoms, self.axis(bottoms[0].dim()))]
 
 
 @register("Slice")
@@ -92,6 +109,12 @@ class Slice(Layer):
 class Flatten(Layer):
     """Merge axes [axis, end_axis] (defaults 1, -1) into one."""
 
+    def output_shapes(self, bottom_shapes):
+        shape, p = bottom_shapes[0], self.param.flatten_param
+        start = canonical_axis(p.axis, len(shape), self.where())
+        end = canonical_axis(p.end_axis, len(shape), self.where())
+        return [shape[:start] + (int(np.prod(shape[start:end + 1])),) + shape[end + 1:]]
+
     def forward(self, bottoms, params):
         x, p = bottoms[0], self.param.flatten_param
         start = canonical_axis(p.axis, x.dim(), self.where())
@@ -116,6 +139,14 @@ class Reshape(Layer):
 class Eltwise(Layer):
     """SUM (sum_i coeff_i x_i), PROD, or MAX (ties keep Caffe's choice: bottom 1 over bottom 0,
     then the earlier bottom); the gradient of MAX goes to the chosen bottom only."""
+
+    def output_shapes(self, bottom_shapes):
+        """Caffe requires identical bottom shapes (torch would broadcast)."""
+        for shape in bottom_shapes[1:]:
+            if shape != bottom_shapes[0]:
+                raise NetDefinitionError("%s: bottoms must have the same shape, got %s and %s"
+                                         % (self.where(), bottom_shapes[0], shape))
+        return [bottom_shapes[0]]
 
     def forward(self, bottoms, params):
         p = self.param.eltwise_param
@@ -146,6 +177,10 @@ class InnerProduct(Layer):
     def _inputs(self, shape):
         axis = canonical_axis(self.param.inner_product_param.axis, len(shape), self.where())
         return axis, int(np.prod(shape[axis:]))
+
+    def output_shapes(self, bottom_shapes):
+        axis, _ = self._inputs(bottom_shapes[0])
+        return [bottom_shapes[0][:axis] + (self.param.inner_product_param.num_output,)]
 
     def param_shapes(self, bottom_shapes):
         p = self.param.inner_product_param
@@ -187,6 +222,10 @@ class InnerProduct(Layer):
 @register("Softmax")
 class Softmax(Layer):
     """y = exp(x) / sum exp(x) along ``axis`` (default 1)."""
+
+    def output_shapes(self, bottom_shapes):
+        canonical_axis(self.param.softmax_param.axis, len(bottom_shapes[0]), self.where())
+        return [bottom_shapes[0]]
 
     def forward(self, bottoms, params):
         x = bottoms[0]

@@ -48,6 +48,16 @@ class _ConvolutionBase(Layer):
         p = self.param.convolution_param
         return [p.weight_filler, p.bias_filler][:1 + self.bias_term]
 
+    def output_shapes(self, bottom_shapes):
+        shape = bottom_shapes[0]
+        w = self.window(shape)
+        spatial = tuple(self.output_size(shape[2 + i], w.kernel[i], w.stride[i], w.pad[i], w.dilation[i])
+                        for i in range(len(w.kernel)))
+        if min(spatial) < 1:
+            raise NetDefinitionError("%s: the window does not fit the bottom %s (output %s)"
+                                     % (self.where(), shape, spatial))
+        return [(shape[0], self.num_output) + spatial]
+
 
 @register("Convolution")
 class Convolution(_ConvolutionBase):
@@ -55,6 +65,11 @@ class Convolution(_ConvolutionBase):
 
     def weight_shape(self, channels, kernel):
         return (self.num_output, channels // self.group) + tuple(kernel)
+
+    @staticmethod
+    def output_size(size, kernel, stride, pad, dilation):
+        """(size + 2 pad - (dilation (kernel - 1) + 1)) / stride + 1, rounded down."""
+        return (size + 2 * pad - (dilation * (kernel - 1) + 1)) // stride + 1
 
     def forward(self, bottoms, params):
         x = bottoms[0]
@@ -84,6 +99,10 @@ class Deconvolution(_ConvolutionBase):
     def weight_shape(self, channels, kernel):
         return (channels, self.num_output // self.group) + tuple(kernel)
 
+    @staticmethod
+    def output_size(size, kernel, stride, pad, dilation):
+        return stride * (size - 1) + dilation * (kernel - 1) + 1 - 2 * pad
+
     def forward(self, bottoms, params):
         x = bottoms[0]
         w = self.window(x.shape)
@@ -105,11 +124,19 @@ class Pooling(Layer):
                                      % (self.where(), _POOL.PoolMethod.Name(p.pool)))
         self.ceil = p.round_mode == _POOL.CEIL
 
+    def output_shapes(self, bottom_shapes):
+        shape = bottom_shapes[0]
+        return [tuple(shape[:2]) + self.geometry_of(shape)[2]]
+
     def geometry(self, x):
+        return self.geometry_of(tuple(x.shape))
+
+    def geometry_of(self, shape):
+        """(input size, window, Caffe's output size) for a bottom of this shape."""
         p = self.param.pooling_param
-        if x.dim() != 4:
+        if len(shape) != 4:
             raise NetDefinitionError("%s: pooling needs a 4-D bottom" % self.where())
-        size = tuple(x.shape[2:])
+        size = tuple(shape[2:])
         window = pool_window(p, size, self.where())
         padded = any(window.pad)
         out = tuple(pooled_size(size[i], window.kernel[i], window.stride[i], window.pad[i],
@@ -207,6 +234,7 @@ def _ave_divisors(size, w, out, like):
 class LRN(Layer):
     """ACROSS_CHANNELS: y = x (k + alpha / n sum_{n channels} x^2)^-beta;
     WITHIN_CHANNEL: y = x (1 + alpha / n^2 sum_{n x n, zero padded} x^2)^-beta (k ignored)."""
+    same_shape = True
 
     def setup(self):
         p = self.param.lrn_param

@@ -22,7 +22,7 @@ from magic_init import netgraph
 from magic_init.errors import BackendError, NetDefinitionError
 from magic_init.proto import caffe_pb2
 
-from . import building, fillers
+from . import building, fillers, runtime
 from .blob import Blob
 from .gradients import layer_gradients
 from .layers import create_layer
@@ -38,6 +38,8 @@ class Net:
                  level=0, stages=(), seed=None):
         self.phase = _PHASE_NAMES[netgraph.phase_value(phase)]
         self.torch_device = building.resolve_device(device)
+        if self.torch_device.type == "cuda":
+            runtime.exact_float32_on_cuda()
         self.device = str(self.torch_device)             # "cpu", "cuda", "cuda:1"
         self.net_param = netgraph.instantiate(building.load_net_parameter(net), self.phase, level, stages,
                                               input_shapes)

@@ -1,4 +1,5 @@
-"""Process-level tuning for the CPU engine (opt-in: these settings affect the whole process).
+"""Process-wide settings: exact float32 on CUDA (applied by every CUDA Net), and an opt-in
+malloc tuning for the CPU engine.
 
 On glibc, tensors above the mmap threshold (at most 32 MB) are mmap'ed fresh on each
 allocation and unmapped on free, so every forward pass page-faults its large blobs in again.
@@ -30,3 +31,19 @@ def keep_freed_memory() -> bool:
     ok = mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, 2 ** 31 - 1) == 1
     log.debug("malloc keeps freed memory: %s", ok)
     return ok
+
+
+def exact_float32_on_cuda() -> None:
+    """Make CUDA convolutions and matrix products IEEE float32, as Caffe's are.
+
+    torch lets cuDNN convolutions use TF32 by default (a 10-bit mantissa on Ampere and later GPUs:
+    ~1e-3 relative error, 100x the conformance tolerance). Process-wide, like torch's flags; set
+    whenever a Net is built on a CUDA device."""
+    import torch
+    cudnn_conv = getattr(torch.backends.cudnn, "conv", None)
+    if cudnn_conv is not None and hasattr(cudnn_conv, "fp32_precision"):
+        cudnn_conv.fp32_precision = "ieee"
+        torch.backends.cuda.matmul.fp32_precision = "ieee"
+    else:                                         # torch before the fp32_precision API
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False

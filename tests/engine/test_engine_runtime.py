@@ -1,4 +1,4 @@
-"""engine.runtime.keep_freed_memory: applies on glibc (run in a child process: it is global)."""
+"""engine.runtime: process-wide settings, each checked in a child process (they are global)."""
 from __future__ import annotations
 
 import subprocess
@@ -12,3 +12,11 @@ def test_keep_freed_memory_applies_on_glibc():
     code = "from magic_init.engine.runtime import keep_freed_memory; print(keep_freed_memory())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
+
+
+def test_exact_float32_on_cuda_turns_tf32_off_for_convolutions_and_matmuls():
+    code = ("import torch; from magic_init.engine.runtime import exact_float32_on_cuda; "
+            "print(torch.backends.cudnn.conv.fp32_precision); exact_float32_on_cuda(); "
+            "print(torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["tf32", "ieee", "ieee"]      # torch's default lets cuDNN use TF32

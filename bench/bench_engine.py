@@ -62,8 +62,9 @@ for line in sys.stdin:
 """
 
 
-# Pause before each timed call: OpenBLAS (pycaffe) and OpenMP (torch) worker threads spin for a
-# while after their last call and would otherwise steal the 2 cores from the other backend.
+# Default pause before each timed call (--settle): OpenBLAS (pycaffe) and OpenMP (torch) worker
+# threads spin for a while after their last call and would otherwise steal the 2 cores from the
+# other backend.
 SETTLE_S = 0.5
 
 
@@ -193,7 +194,7 @@ def run(args):
         if worker:
             runners["pycaffe_cpu"] = worker
         try:
-            times = time_round(runners, args.repeats)
+            times = time_round(runners, args.repeats, args.settle)
             if args.per_layer and round_index == 0:
                 layers = per_layer_medians(runners, args.repeats)
         finally:
@@ -208,13 +209,13 @@ def run(args):
     return result
 
 
-def time_round(runners, repeats):
+def time_round(runners, repeats, settle_s):
     """{runner: {mode: [seconds per repeat]}}, runners interleaved, after one warm-up repeat."""
     times = {name: {"forward": [], "forward_backward": []} for name in runners}
     for repeat in range(repeats + 1):
         for name, runner in runners.items():
             for mode in ("forward", "forward_backward"):
-                time.sleep(SETTLE_S)
+                time.sleep(settle_s)
                 seconds = runner.time(mode)
                 if repeat:
                     times[name][mode].append(seconds)
@@ -233,7 +234,7 @@ def per_layer_medians(runners, repeats):
 
 def summarize(args, round_medians, runners):
     result = {"model": os.path.basename(args.model), "batch": args.batch, "repeats": args.repeats,
-              "rounds": args.rounds, "torch_threads": __import__("torch").get_num_threads(),
+              "rounds": args.rounds, "settle_s": args.settle, "torch_threads": __import__("torch").get_num_threads(),
               "cpus": os.cpu_count()}
     for name, modes in round_medians.items():
         entry = {mode + "_ips": args.batch / min(ts) for mode, ts in modes.items()}
@@ -275,6 +276,7 @@ def main():
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds, each with a fresh pycaffe process")
+    parser.add_argument("--settle", type=float, default=SETTLE_S, help="seconds of pause before each timed call")
     parser.add_argument("--no-caffe", action="store_true", help="skip pycaffe (no chroot here)")
     parser.add_argument("--no-cuda", action="store_true")
     parser.add_argument("--per-layer", action="store_true", help="also time each layer's forward alone")

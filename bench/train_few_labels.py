@@ -235,6 +235,33 @@ def print_table(rows, iters):
             100 * r["early_mean"], r["diverged"], r["seeds"]))
 
 
+def checkpoint_rows(results: dict) -> list:
+    """Test accuracy (mean, std over seeds) at a few iterations along the schedule, per (init, alg2)."""
+    iters = [c["iter"] for c in next(iter(results.values()))["curve"]]
+    shown = sorted({iters[1], iters[min(2, len(iters) - 1)], iters[len(iters) // 3], iters[len(iters) // 2],
+                    iters[-1]})
+    rows = []
+    for init in INITS:
+        for alg2 in (False, True):
+            runs = [r for (i, a, _), r in sorted(results.items()) if i == init and a == alg2]
+            if not runs:
+                continue
+            acc = {it: [accuracy_or_chance(c["test_accuracy"]) for r in runs for c in r["curve"] if c["iter"] == it]
+                   for it in shown}
+            rows.append({"init": init, "alg2": alg2, "at": {it: (float(np.mean(a)), float(np.std(a, ddof=1))
+                                                                 if len(a) > 1 else 0.0) for it, a in acc.items()}})
+    return rows
+
+
+def print_checkpoints(rows):
+    shown = list(rows[0]["at"])
+    print("\n| init | Alg. 2 | " + " | ".join("@%d" % it for it in shown) + " |")
+    print("|---|---|" + "---|" * len(shown))
+    for r in rows:
+        print("| %s | %s | %s |" % (r["init"], "yes" if r["alg2"] else "no",
+                                    " | ".join("%.1f ± %.1f" % (100 * m, 100 * s) for m, s in r["at"].values())))
+
+
 def plot_curves(results: dict, path: Path):
     """Mean test accuracy vs iteration (band: min..max over seeds), one panel per Alg. 2 setting."""
     import matplotlib
@@ -286,10 +313,12 @@ def main(argv=None):
         results = run_all(work, list_path, range(args.seeds), args.iters, args.eval_every, args.jobs)
     rows = summarize(results)
     print_table(rows, args.iters)
+    checkpoints = checkpoint_rows(results)
+    print_checkpoints(checkpoints)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     plot_curves(results, out / "learning_curves.png")
-    payload = {"args": vars(args), "seconds": time.time() - t0, "rows": rows,
+    payload = {"args": vars(args), "seconds": time.time() - t0, "rows": rows, "checkpoints": checkpoints,
                "runs": {run_tag(*k): v for k, v in results.items()}}
     (out / "train_few_labels.json").write_text(json.dumps(payload, indent=1, default=float))
     print("wrote %s, %s" % (out / "train_few_labels.json", out / "learning_curves.png"))

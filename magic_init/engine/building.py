@@ -2,8 +2,9 @@
 blobs need gradients.
 
 ``top_shapes`` asks the layer (``same_shape``, ``output_shapes``) and otherwise runs it on
-shape-only ("meta") tensors, so a rare layer type needs no shape function. ``backward_needs`` follows Caffe's ``Net::Init``: a layer needs backward when
-a bottom needs it or one of its parameters has lr_mult != 0; its tops then need it too;
+shape-only ("meta") tensors, so a rare layer type needs no shape function. ``backward_needs``
+follows Caffe's ``Net::Init``: a layer needs backward when a bottom needs it or one of its
+parameters has lr_mult != 0; its tops then need it too;
 ``force_backward`` adds every bottom the layer allows (Caffe's ``AllowForceBackward``). Unlike
 Caffe we do not prune layers that do not reach a loss: magic_init backpropagates from arbitrary
 blobs, so every differentiable layer above the inputs takes part.

@@ -1,9 +1,10 @@
 """``Net``: the built-in engine's network, with pycaffe's ``caffe.Net`` vocabulary.
 
-Gradients: ``forward()`` records, per layer that needs backward, a small autograd graph whose
-leaves are detached views of the layer's bottoms and parameters; ``backward()`` walks the layers
-in reverse and asks torch for each layer's bottom and parameter gradients, given the current top
-diffs. So blob diffs are overwritten, parameter diffs accumulate until ``clear_param_diffs()``,
+Gradients: ``forward()`` records, per layer that needs backward, either its bottoms, parameters
+and tops (layers with a hand-written ``backward``: Convolution, Pooling, InnerProduct, LRN) or a
+small autograd graph whose leaves are detached views of the bottoms and parameters; ``backward()``
+walks the layers in reverse and computes each layer's bottom and parameter gradients from the
+current top diffs. So blob diffs are overwritten, parameter diffs accumulate until ``clear_param_diffs()``,
 Split tops' diffs add up, and diffs written into blobs between layers are honoured, as in Caffe.
 A forward under ``with net.no_grad():`` or ``forward(..., no_backward=True)`` records nothing
 (less memory, a bit faster); a ``backward()`` after it raises BackendError.
@@ -14,6 +15,7 @@ import contextlib
 import logging
 import os
 from collections import OrderedDict
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -211,7 +213,7 @@ class Net:
         if record and self._plan.layer[i] and hasattr(layer, "backward"):
             with torch.no_grad():
                 tops = layer.forward(bottoms, params)
-            self._records[i] = (bottoms, params, tops, _versions(bottoms + params))
+            self._records[i] = _HandWrittenRecord(bottoms, params, tops, _versions(bottoms + params))
         elif record and self._plan.layer[i]:
             leaves = [t.detach().requires_grad_(need)
                       for t, need in zip(bottoms + params, self._plan.bottoms[i] + self._plan.params[i])]
@@ -245,10 +247,10 @@ class Net:
                                "one ran under no_grad()/no_backward=True, or not at all)"
                                % layer.where())
         top_diffs = [self.blobs[name].diff_tensor() for name in layer.param.top]
-        if len(record) == 4:
+        if isinstance(record, _HandWrittenRecord):
             self._hand_written_backward(i, record, top_diffs)
             return
-        leaves, tops = record
+        leaves, tops = record                   # autograd: the leaves and tops of the layer's graph
         try:
             grads = layer_gradients(leaves, tops, top_diffs)
         except RuntimeError as error:
@@ -307,6 +309,14 @@ class Net:
         from magic_init.io import write_caffemodel
         live = OrderedDict((name, [b.data for b in blobs]) for name, blobs in self.params.items())
         write_caffemodel(os.fspath(path), self.net_param, live)
+
+
+class _HandWrittenRecord(NamedTuple):
+    """What a layer with its own ``backward`` keeps from forward (no autograd graph)."""
+    bottoms: list
+    params: list
+    tops: list
+    versions: list      # torch's in-place counters of bottoms + params at forward time
 
 
 def _versions(tensors):

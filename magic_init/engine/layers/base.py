@@ -49,12 +49,14 @@ class Layer:
     """Base class: no parameters, identity-free; subclasses override what they need.
 
     Attributes a subclass may set: ``has_backward`` (False for Accuracy-like layers whose tops
-    are not differentiable), ``fixed_params`` (True when Caffe forces lr_mult 0, e.g. BatchNorm).
+    are not differentiable), ``fixed_params`` (True when Caffe forces lr_mult 0, e.g. BatchNorm),
+    ``same_shape`` (True when the one top is shaped like the first bottom).
     """
 
     type = None
     has_backward = True
     fixed_params = False
+    same_shape = False
 
     def __init__(self, param, phase):
         self.param = param
@@ -83,9 +85,6 @@ class Layer:
         checks; None lets the net run ``forward`` on shape-only tensors instead (slower: torch's
         meta kernels import its compiler stack on first use, ~2 s)."""
         return None
-
-    # Same-shape layers (one top shaped like the first bottom) may set ``same_shape = True``.
-    same_shape = False
 
     # A subclass may define a hand-written backward instead of relying on autograd:
     #   def backward(self, bottoms, params, tops, top_diffs, need_bottoms, param_diffs):

@@ -209,19 +209,24 @@ def accuracy_or_chance(acc):
     return 0.1 if acc is None else acc
 
 
-def summarize(results: dict) -> list:
-    """One row per (init, alg2): final and early test accuracy, mean and std over seeds."""
-    rows = []
+def runs_by_arm(results: dict):
+    """(init, alg2, [runs over seeds]) for every arm of the experiment that has runs."""
     for init in INITS:
         for alg2 in (False, True):
             runs = [r for (i, a, _), r in sorted(results.items()) if i == init and a == alg2]
-            if not runs:
-                continue
-            final = np.array([accuracy_or_chance(r["final_test_accuracy"]) for r in runs])
-            early = np.array([accuracy_or_chance(r["curve"][1]["test_accuracy"]) for r in runs])
-            rows.append({"init": init, "alg2": alg2, "seeds": len(runs), "final_mean": final.mean(),
-                         "final_std": final.std(ddof=1) if len(runs) > 1 else 0.0, "early_mean": early.mean(),
-                         "early_iter": runs[0]["curve"][1]["iter"], "diverged": sum(r["diverged"] for r in runs)})
+            if runs:
+                yield init, alg2, runs
+
+
+def summarize(results: dict) -> list:
+    """One row per (init, alg2): final and early test accuracy, mean and std over seeds."""
+    rows = []
+    for init, alg2, runs in runs_by_arm(results):
+        final = np.array([accuracy_or_chance(r["final_test_accuracy"]) for r in runs])
+        early = np.array([accuracy_or_chance(r["curve"][1]["test_accuracy"]) for r in runs])
+        rows.append({"init": init, "alg2": alg2, "seeds": len(runs), "final_mean": final.mean(),
+                     "final_std": final.std(ddof=1) if len(runs) > 1 else 0.0, "early_mean": early.mean(),
+                     "early_iter": runs[0]["curve"][1]["iter"], "diverged": sum(r["diverged"] for r in runs)})
     return rows
 
 
@@ -241,15 +246,11 @@ def checkpoint_rows(results: dict) -> list:
     shown = sorted({iters[1], iters[min(2, len(iters) - 1)], iters[len(iters) // 3], iters[len(iters) // 2],
                     iters[-1]})
     rows = []
-    for init in INITS:
-        for alg2 in (False, True):
-            runs = [r for (i, a, _), r in sorted(results.items()) if i == init and a == alg2]
-            if not runs:
-                continue
-            acc = {it: [accuracy_or_chance(c["test_accuracy"]) for r in runs for c in r["curve"] if c["iter"] == it]
-                   for it in shown}
-            rows.append({"init": init, "alg2": alg2, "at": {it: (float(np.mean(a)), float(np.std(a, ddof=1))
-                                                                 if len(a) > 1 else 0.0) for it, a in acc.items()}})
+    for init, alg2, runs in runs_by_arm(results):
+        acc = {it: [accuracy_or_chance(c["test_accuracy"]) for r in runs for c in r["curve"] if c["iter"] == it]
+               for it in shown}
+        rows.append({"init": init, "alg2": alg2, "at": {it: (float(np.mean(a)), float(np.std(a, ddof=1))
+                                                             if len(a) > 1 else 0.0) for it, a in acc.items()}})
     return rows
 
 
@@ -268,15 +269,13 @@ def plot_curves(results: dict, path: Path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for init, alg2, runs in runs_by_arm(results):
+        ax = axes[int(alg2)]
+        its = [c["iter"] for c in runs[0]["curve"]]
+        acc = np.array([[accuracy_or_chance(c["test_accuracy"]) for c in r["curve"]] for r in runs]) * 100
+        line, = ax.plot(its, acc.mean(0), marker="o", ms=3, label=init)
+        ax.fill_between(its, acc.min(0), acc.max(0), color=line.get_color(), alpha=0.15)
     for ax, alg2 in zip(axes, (False, True)):
-        for init in INITS:
-            runs = [r for (i, a, _), r in sorted(results.items()) if i == init and a == alg2]
-            if not runs:
-                continue
-            its = [c["iter"] for c in runs[0]["curve"]]
-            acc = np.array([[accuracy_or_chance(c["test_accuracy"]) for c in r["curve"]] for r in runs]) * 100
-            line, = ax.plot(its, acc.mean(0), marker="o", ms=3, label=init)
-            ax.fill_between(its, acc.min(0), acc.max(0), color=line.get_color(), alpha=0.15)
         ax.set_title("with Alg. 2 (between-layer)" if alg2 else "without Alg. 2")
         ax.set_xlabel("SGD iteration (batch 32)")
         ax.grid(alpha=0.3)

@@ -13,7 +13,8 @@
    summed over fine-tuning: a layer scaled up by k moves k^2 times less (it stalls), the layer scaled
    down moves k^2 times more (it thrashes or diverges).
 
-Every factor x seed is its own pretrained model (MSRA init, seed s) and its own fine-tuning (seed s).
+Each seed s has its own pretrained model (MSRA init, seed s), shared by the factors, and its own
+fine-tunings (solver seed s).
 
     python bench/rescale_pretrained.py [--factors 10,100] [--seeds 3] [--pretrain-iters 150]
                                        [--finetune-iters 300]
@@ -26,6 +27,7 @@ import argparse
 import json
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -114,7 +116,7 @@ def main(argv=None):
     work = tfl.Work()
     list_path, _ = tfl.prepare_data(work, 1000, 1000)
     t0 = time.time()
-    from concurrent.futures import ThreadPoolExecutor
+
     def one_seed(seed):  # one thread per seed: its factors share the seed's pretrained model
         return [run_seed(work, args, list_path, seed, factor) for factor in factors]
     with ThreadPoolExecutor(args.jobs) as pool:

@@ -126,12 +126,9 @@ class Pooling(Layer):
 
     def output_shapes(self, bottom_shapes):
         shape = bottom_shapes[0]
-        return [tuple(shape[:2]) + self.geometry_of(shape)[2]]
+        return [tuple(shape[:2]) + self.geometry(shape)[2]]
 
-    def geometry(self, x):
-        return self.geometry_of(tuple(x.shape))
-
-    def geometry_of(self, shape):
+    def geometry(self, shape):
         """(input size, window, Caffe's output size) for a bottom of this shape."""
         p = self.param.pooling_param
         if len(shape) != 4:
@@ -145,7 +142,7 @@ class Pooling(Layer):
 
     def forward(self, bottoms, params):
         x = bottoms[0]
-        size, w, out = self.geometry(x)
+        size, w, out = self.geometry(tuple(x.shape))
         mode = _torch_ceil_mode(size, w, out)
         is_max = self.param.pooling_param.pool == _POOL.MAX
         self._native = None          # (window, ceil_mode, max indices) when torch's op gave y

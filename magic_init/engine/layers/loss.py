@@ -137,8 +137,7 @@ class EuclideanLoss(Layer):
 
     def forward(self, bottoms, params):
         a, b = bottoms
-        if a.numel() != b.numel():
-            raise NetDefinitionError("%s: bottoms must have the same count" % self.where())
+        check_same_count(self, [tuple(a.shape), tuple(b.shape)])
         diff = a - b.reshape(a.shape)
         return [(diff * diff).sum() / (2.0 * a.shape[0])]
 

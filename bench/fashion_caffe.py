@@ -2,11 +2,14 @@
 
     python3 bench/fashion_caffe.py fill PROTOTXT FILLER_NAME SEED OUT.caffemodel
     python3 bench/fashion_caffe.py train SOLVER WEIGHTS ITERS EVAL_EVERY OUT.json [SNAPSHOT.caffemodel]
+    python3 bench/fashion_caffe.py original SNAPSHOT_DIR TRAIN_PROTOTXT OUT.caffemodel SEED [ORIGINAL'S FLAGS]
 
 ``fill`` saves the weights Caffe's own fillers give an untouched TRAIN net (``caffe.set_random_seed``),
 the baseline "Caffe filler" init. ``train`` is ``caffe train --weights WEIGHTS`` with pycaffe's
 ``SGDSolver``, measuring test accuracy (mean of the TEST net's Accuracy over ``test_iter`` batches)
-every EVAL_EVERY iterations, including iteration 0. Used by train_few_labels.py and rescale_pretrained.py.
+every EVAL_EVERY iterations, including iteration 0. ``original`` runs the original research code
+(github philkr/magic_init, from a snapshot folder outside the project) on the train prototxt with its
+own data layer, on the CPU (its ``set_mode_gpu``/``set_device`` calls become CPU mode), seeded. Used by train_few_labels.py and rescale_pretrained.py.
 """
 from __future__ import annotations
 
@@ -73,11 +76,30 @@ def train(solver_path, weights, iters, eval_every, out_json, snapshot=None, test
         json.dump(result, f, indent=1)
 
 
+def original(snapshot, prototxt, out, seed, flags):
+    """``python magic_init.py PROTOTXT OUT FLAGS`` of the original, in this process, CPU-only and seeded."""
+    import importlib.util
+    import numpy as np
+    caffe = _caffe()
+    caffe.set_mode_gpu = caffe.set_mode_cpu          # Debian's Caffe is CPU-only
+    caffe.set_device = lambda device: None
+    caffe.set_random_seed(int(seed))
+    np.random.seed(int(seed))
+    sys.path.insert(0, snapshot)                     # its `import load`
+    spec = importlib.util.spec_from_file_location("original_magic_init", snapshot + "/magic_init.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.argv = ["magic_init.py", prototxt, out] + list(flags)
+    module.main()
+
+
 def main(argv):
     if argv[0] == "fill":
         fill(argv[1], argv[3], argv[4])  # argv[2] (filler name) only labels the call
     elif argv[0] == "train":
         train(argv[1], argv[2], int(argv[3]), int(argv[4]), argv[5], argv[6] if len(argv) > 6 else None)
+    elif argv[0] == "original":
+        original(argv[1], argv[2], argv[3], argv[4], argv[5:])
     else:
         raise SystemExit(__doc__)
 

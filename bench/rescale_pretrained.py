@@ -76,7 +76,7 @@ def run_seed(work, args, list_path, seed: int, factor: float) -> dict:
     """The four fine-tunings of one (seed, factor): {model: result with curve, norms, changes}."""
     d = work.host / "rescale"
     d.mkdir(exist_ok=True)
-    init = tfl.make_init(work, args.init, False, seed, list_path)
+    init = tfl.InitMaker(work, list_path)("small", args.init, False, seed)
     pretrained = d / ("pretrained_%s_it%d_s%d.caffemodel" % (args.init, args.pretrain_iters, seed))
     tfl.train_run(work, init, seed, args.pretrain_iters, args.pretrain_iters,
                   "pretrain_%s_it%d_s%d" % (args.init, args.pretrain_iters, seed), snapshot=pretrained)

@@ -54,6 +54,9 @@ def _common_options(func):
         click.option("--backend", type=click.Choice(("auto", "caffe", "torch")), default="auto", show_default=True,
                      help="pycaffe when it imports (auto), or force one."),
         click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
+        click.option("--rate-dropout/--no-rate-dropout", default=True, show_default=True,
+                     help="Measure change rates (Algorithm 2, stats) with Dropout active, as training runs; "
+                          "--no-rate-dropout: the deterministic TEST-phase net."),
         click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bars."),
         click.option("-v", "--verbose", count=True, help="More log output (-vv: debug, with tracebacks)."),
     ]
@@ -143,6 +146,15 @@ def cli():
 @click.option("--rate", "rate", type=click.Choice(RATE_DEFINITIONS), default="gradient", show_default=True,
               help="Change rate Algorithm 2 equalizes: 'gradient' from the measured weight gradients (Eq. 3, "
                    "as the original's measure_stat), 'eq4' from the paper's factorized Eq. 4.")
+@click.option("--data-driven-fc", is_flag=True,
+              help="Apply pca/zca/kmeans/rand to fully connected layers too (default: convolutions only, "
+                   "gaussian rows for fully connected layers, as in the paper's §3.3).")
+@click.option("--whitening-eps", default=1e-3, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Whitening regularization of pca/zca/kmeans/rand: ε added to the patch covariance's "
+                   "eigenvalues, relative to their mean (larger: smoother filters).")
+@click.option("--stats-dropout/--no-stats-dropout", default=False, show_default=True,
+              help="Algorithm 1 normalizes each layer's outputs with Dropout active, as training runs "
+                   "(the original tool's TRAIN-phase statistics); off: deterministic TEST-phase statistics.")
 @click.option("--zero-all", is_flag=True, help="Re-initialize every affine layer, even those with weights.")
 @click.option("--zero-from", metavar="LAYER", help="Re-initialize LAYER and every affine layer after it.")
 @click.option("--memory-limit", default=1024, show_default=True, type=click.IntRange(16), metavar="MB",
@@ -156,7 +168,8 @@ def init_command(prototxt, output, **kw):
     """Initialize PROTOTXT's weights from data and write OUTPUT (a caffemodel)."""
     from magic_init import load
 
-    progress = _setup_logging(kw.pop("quiet"), kw.pop("verbose"))
+    verbose = kw.pop("verbose")  # -v: Algorithm 2 measures its result (BetweenLayer verify)
+    progress = _setup_logging(kw.pop("quiet"), verbose)
     if kw["load"] and _same_file(kw["load"], output) and not kw["overwrite"]:
         raise click.UsageError("OUTPUT is the --load model; pass --overwrite to replace it")
     if _same_file(prototxt, output):
@@ -175,10 +188,13 @@ def init_command(prototxt, output, **kw):
     if within:
         passes.append(WithinLayer(init=kw["init"], beta=kw["beta"], zero_all=kw["zero_all"],
                                   zero_from=kw["zero_from"], seed=kw["seed"], max_patch_mb=kw["memory_limit"],
-                                  max_patches=FAST_MAX_PATCHES if kw["fast"] else FULL_MAX_PATCHES))
+                                  max_patches=FAST_MAX_PATCHES if kw["fast"] else FULL_MAX_PATCHES,
+                                  data_driven_fc=kw["data_driven_fc"], dropout=kw["stats_dropout"],
+                                  whitening_eps=kw["whitening_eps"]))
     if kw["between_layer"]:
         passes.append(BetweenLayer(alpha=kw["alpha"], max_iter=kw["max_iter"], tol=math.log1p(kw["tol"]),
-                                   seed=kw["seed"] + 1, rounds=1 if kw["fast"] else kw["rounds"], rate=kw["rate"]))
+                                   seed=kw["seed"] + 1, rounds=1 if kw["fast"] else kw["rounds"], rate=kw["rate"],
+                                   exact=not within, verify=verbose >= 1, dropout=kw["rate_dropout"]))  # no Alg. 1: keep the function
     run_passes(net, sample.data, passes, batch_size=kw["batch_size"], progress=progress)
     load.save_model(output, model, net)
     log.info("wrote %s", output)
@@ -198,7 +214,8 @@ def stats_command(prototxt, json_path, plot_path, **kw):
         if path:
             load.check_writable(path)
     model, net, sample = _model_net_and_sample(prototxt, kw, progress)
-    stats = measure_stat.measure(net, sample.data, batch_size=kw["batch_size"], seed=kw["seed"], progress=progress)
+    stats = measure_stat.measure(net, sample.data, batch_size=kw["batch_size"], seed=kw["seed"], progress=progress,
+                                 rate_dropout=kw["rate_dropout"])
     click.echo(report.table(stats))
     if json_path:
         with atomic_write(json_path) as f:

@@ -53,14 +53,17 @@ def original_rates(param_sq, weight):
     return np.sqrt(per / max(float(np.einsum("i,i->", flat, flat)) / flat.size, 1e-300))
 
 
-def measure(net, sample, batch_size=16, seed=0, progress=False):
+def measure(net, sample, batch_size=16, seed=0, progress=False, rate_dropout=True):
     """Statistics of every affine layer as plain dicts: ``{"layers": [...], "summary": {...}}``.
+
+    Activations are measured in TEST phase; change rates with Dropout active (``rate_dropout``),
+    as Algorithm 2 equalizes them and as training sees them.
 
     ``progress``: progress bars on stderr (one over the layers, one over the backward batches)."""
     runner = SampleRunner(net, sample, batch_size, progress=progress)
     acts = activation_stats(net, runner)
     runner.pass_label = "stats: change rates"
-    meter = RateMeter(net, seed=seed, keep_param_diffs=True)
+    meter = RateMeter(net, seed=seed, keep_param_diffs=True, dropout=rate_dropout)
     rates = meter.measure(runner)
     layers = []
     for index in netinfo.affine_layers(net):

@@ -1,4 +1,5 @@
-"""Write the reference prototxts in models/ (CaffeNet, VGG-16, GoogLeNet, ResNet-18, tiny).
+"""Write the reference prototxts in models/ (CaffeNet, VGG-16, GoogLeNet, ResNet-18, tiny, and the
+Fashion-MNIST benchmark nets of bench/train_few_labels.py).
 
 Run ``PYTHONPATH=. python models/make_models.py`` to regenerate them; the .prototxt files are committed, so
 nobody needs to run this to use them. The nets are written from the published architectures
@@ -24,9 +25,11 @@ class NetWriter:
     """Append layers to a NetParameter with the few conventions every net here shares."""
 
     def __init__(self, name, input_shape):
+        """``input_shape`` None: no Input layer (the caller adds data layers)."""
         self.net = caffe_pb2.NetParameter(name=name)
-        layer = self.layer("data", "Input", [], ["data"])
-        layer.input_param.shape.add(dim=input_shape)
+        if input_shape is not None:
+            layer = self.layer("data", "Input", [], ["data"])
+            layer.input_param.shape.add(dim=input_shape)
 
     def layer(self, name, type_, bottoms, tops):
         layer = self.net.layer.add(name=name, type=type_)
@@ -104,40 +107,49 @@ class NetWriter:
             f.write(text)
 
 
-def caffenet():
-    """bvlc_reference_caffenet's architecture and reference fillers, deploy style (10x3x227x227)."""
-    w = NetWriter("CaffeNet", [10, 3, 227, 227])
-    w.conv("conv1", "data", 96, 11, stride=4)
+def caffenet_layers(w, conv1, widths, fc_widths, reference_fillers):
+    """CaffeNet's layer layout: conv1 (kernel, stride, pad) - relu - pool - LRN - conv2 (5x5, groups 2)
+    - relu - pool - LRN - conv3 - conv4 (groups 2) - conv5 (groups 2), 3x3, each with relu - pool5 -
+    fc6 - fc7 (relu, dropout 0.5) - fc8. ``widths``: conv1-conv5 outputs; ``reference_fillers``:
+    bvlc_reference_caffenet's (biases 1 in conv2/4/5 and fc6/7, fc6/7 std 0.005), else std 0.01, bias 0."""
+    one, fc_std = (1.0, 0.005) if reference_fillers else (0.0, 0.01)
+    kernel, stride, pad = conv1
+    w.conv("conv1", "data", widths[0], kernel, stride=stride, pad=pad)
     w.relu("relu1", "conv1")
     w.pool("pool1", "conv1", "MAX", 3, 2)
     w.lrn("norm1", "pool1")
-    w.conv("conv2", "norm1", 256, 5, pad=2, group=2, bias=1.0)
+    w.conv("conv2", "norm1", widths[1], 5, pad=2, group=2, bias=one)
     w.relu("relu2", "conv2")
     w.pool("pool2", "conv2", "MAX", 3, 2)
     w.lrn("norm2", "pool2")
-    w.conv("conv3", "norm2", 384, 3, pad=1)
+    w.conv("conv3", "norm2", widths[2], 3, pad=1)
     w.relu("relu3", "conv3")
-    w.conv("conv4", "conv3", 384, 3, pad=1, group=2, bias=1.0)
+    w.conv("conv4", "conv3", widths[3], 3, pad=1, group=2, bias=one)
     w.relu("relu4", "conv4")
-    w.conv("conv5", "conv4", 256, 3, pad=1, group=2, bias=1.0)
+    w.conv("conv5", "conv4", widths[4], 3, pad=1, group=2, bias=one)
     w.relu("relu5", "conv5")
     w.pool("pool5", "conv5", "MAX", 3, 2)
-    w.fc("fc6", "pool5", 4096, std=0.005, bias=1.0)
-    w.relu("relu6", "fc6")
-    w.dropout("drop6", "fc6")
-    w.fc("fc7", "fc6", 4096, std=0.005, bias=1.0)
-    w.relu("relu7", "fc7")
-    w.dropout("drop7", "fc7")
-    w.fc("fc8", "fc7", 1000, std=0.01, bias=0.0)
+    for name, bottom, width in (("fc6", "pool5", fc_widths[0]), ("fc7", "fc6", fc_widths[1])):
+        w.fc(name, bottom, width, std=fc_std, bias=one)
+        w.relu("relu" + name[2:], name)
+        w.dropout("drop" + name[2:], name)
+    w.fc("fc8", "fc7", fc_widths[2], std=0.01, bias=0.0)
+    return "fc8"
+
+
+def caffenet():
+    """bvlc_reference_caffenet's architecture and reference fillers, deploy style (10x3x227x227)."""
+    w = NetWriter("CaffeNet", [10, 3, 227, 227])
+    caffenet_layers(w, (11, 4, 0), (96, 256, 384, 384, 256), (4096, 4096, 1000), reference_fillers=True)
     w.softmax("prob", "fc8")
     w.write("caffenet.prototxt")
 
 
-def vgg16():
-    """VGG-16 (configuration D): 13 3x3 convolutions in 5 stages, 3 fully connected layers."""
-    w = NetWriter("VGG_ILSVRC_16_layers", [10, 3, 224, 224])
+def vgg_stages(w, stages):
+    """VGG's convolutional part: per stage (width, depth), ``depth`` 3x3 convolutions (pad 1) with
+    relu, then a 2x2 max pool; returns the last pool's name."""
     bottom = "data"
-    for stage, (width, depth) in enumerate([(64, 2), (128, 2), (256, 3), (512, 3), (512, 3)], 1):
+    for stage, (width, depth) in enumerate(stages, 1):
         for i in range(1, depth + 1):
             name = "conv%d_%d" % (stage, i)
             w.conv(name, bottom, width, 3, pad=1)
@@ -145,6 +157,13 @@ def vgg16():
             bottom = name
         w.pool("pool%d" % stage, bottom, "MAX", 2, 2)
         bottom = "pool%d" % stage
+    return bottom
+
+
+def vgg16():
+    """VGG-16 (configuration D): 13 3x3 convolutions in 5 stages, 3 fully connected layers."""
+    w = NetWriter("VGG_ILSVRC_16_layers", [10, 3, 224, 224])
+    bottom = vgg_stages(w, [(64, 2), (128, 2), (256, 3), (512, 3), (512, 3)])
     for name, n in (("fc6", 4096), ("fc7", 4096)):
         w.fc(name, bottom, n)
         w.relu("relu" + name[2:], name)
@@ -269,9 +288,53 @@ def tiny():
     w.write("tiny.prototxt")
 
 
+def fashion_data(w):
+    """Fashion-MNIST ImageData layers: TRAIN shuffled batches of 32, TEST batches of 100; gray, pixels
+    scaled by 1/256; list files relative to Caffe's working folder (the bench writes absolute ones)."""
+    for phase, source, batch in ((caffe_pb2.TRAIN, "train", 32), (caffe_pb2.TEST, "test", 100)):
+        layer = w.layer("data", "ImageData", [], ["data", "label"])
+        layer.include.add(phase=phase)
+        layer.transform_param.scale = 1.0 / 256
+        p = layer.image_data_param
+        p.source, p.root_folder, p.batch_size, p.is_color = "fashion/%s.txt" % source, "fashion/", batch, False
+        p.shuffle = phase == caffe_pb2.TRAIN
+
+
+def fashion_caffenet_body(w):
+    """CaffeNet's layout for 28x28 gray input (5x5 conv1, stride 1; narrower layers; 10 classes)."""
+    return caffenet_layers(w, (5, 1, 2), (24, 48, 64, 64, 48), (256, 256, 10), reference_fillers=False)
+
+
+def fashion_vgg_body(w):
+    """VGG's layout for 28x28 gray input: 8 3x3 convolutions in 4 stages of two (16, 32, 64, 64
+    channels), 2x2 max pools, no LRN, fc5 (128) with dropout 0.5, fc6 (10 classes)."""
+    bottom = vgg_stages(w, [(16, 2), (32, 2), (64, 2), (64, 2)])
+    w.fc("fc5", bottom, 128)
+    w.relu("relu5", "fc5")
+    w.dropout("drop5", "fc5")
+    w.fc("fc6", "fc5", 10)
+    return "fc6"
+
+
+def fashion_net(stem, title, body):
+    """models/<stem>_deploy.prototxt (Input 32x1x28x28) and models/<stem>_train.prototxt (ImageData,
+    SoftmaxWithLoss, TEST-phase Accuracy) with the same layer names."""
+    deploy = NetWriter(title, [32, 1, 28, 28])
+    body(deploy)
+    deploy.write(stem + "_deploy.prototxt")
+    train = NetWriter(title, None)
+    fashion_data(train)
+    scores = body(train)
+    train.layer("loss", "SoftmaxWithLoss", [scores, "label"], ["loss"])
+    train.layer("accuracy", "Accuracy", [scores, "label"], ["accuracy"]).include.add(phase=caffe_pb2.TEST)
+    train.write(stem + "_train.prototxt")
+
+
 if __name__ == "__main__":
     caffenet()
     vgg16()
     googlenet()
     resnet18()
     tiny()
+    fashion_net("fashion_caffenet", "FashionCaffeNet", fashion_caffenet_body)
+    fashion_net("fashion_vgg", "FashionVGG", fashion_vgg_body)

@@ -48,20 +48,34 @@ def run_passes(net, sample, passes, batch_size=16, progress=False):
 
 def initialize(net, sample, init="gaussian", beta=0.1, between_layer=True, alpha=0.25, max_iter=10,
                tol=DEFAULT_TOL, batch_size=16, zero_all=False, zero_from=None, seed=0,
-               max_patches=10000, max_patch_mb=256, rounds=2, rate="gradient", progress=False):
+               max_patches=10000, max_patch_mb=256, rounds=2, rate="gradient", progress=False, verify=False,
+               data_driven_fc=False, rate_dropout=True, stats_dropout=False):
     """Algorithm 1 on the selected affine layers (all-zero ones; ``zero_all``; from ``zero_from``),
-    then, with ``between_layer``, Algorithm 2 on all affine layers. Returns the passes' reports."""
+    then, with ``between_layer``, Algorithm 2 on all affine layers (LRN passed approximately:
+    the net is being initialized, its function need not be kept). ``verify``: Algorithm 2
+    measures the change rates once more after its last step. ``data_driven_fc``: the data-driven
+    ``init`` also for fully connected layers (default: convolutions only, gaussian rows for fully
+    connected ones). ``rate_dropout``: Algorithm 2 measures with Dropout active, as training runs;
+    ``stats_dropout``: so does Algorithm 1 (its μ, σ are then those under dropout noise).
+    Returns the passes' reports."""
     passes = [WithinLayer(init=init, beta=beta, zero_all=zero_all, zero_from=zero_from, seed=seed,
-                          max_patches=max_patches, max_patch_mb=max_patch_mb)]
+                          max_patches=max_patches, max_patch_mb=max_patch_mb, data_driven_fc=data_driven_fc,
+                          dropout=stats_dropout)]
     if between_layer:
         passes.append(BetweenLayer(alpha=alpha, max_iter=max_iter, tol=tol, seed=seed + 1, rounds=rounds,
-                                   rate=rate))
+                                   rate=rate, verify=verify, dropout=rate_dropout))
     return run_passes(net, sample, passes, batch_size, progress=progress)
 
 
 def rescale(net, sample, alpha=0.25, max_iter=10, tol=DEFAULT_TOL, batch_size=16, seed=0, rounds=2, rate="gradient",
-            progress=False):
-    """Algorithm 2 only (pretrained models, paper §4.3): the net's function is kept up to a
-    positive factor on its output where the scale paths are homogeneous."""
+            progress=False, exact=True, verify=False, rate_dropout=True):
+    """Algorithm 2 only (pretrained models, paper §4.3). With ``exact`` (default) the net's function
+    is kept up to one positive factor on its output, z_N ← Δ_out·z_N: a scale passes only positively
+    homogeneous layers, f(r·x) = r·f(x) for r > 0; the layers whose scale would have to pass another
+    (LRN, Sigmoid, BatchNorm, ...) are held fixed, and the report's ``held`` says why. ``verify``:
+    measure the change rates once more after the last step (``rate_measured``, ``spread_measured``).
+    ``rate_dropout``: measure with Dropout active, as fine-tuning runs."""
     return run_passes(net, sample, [BetweenLayer(alpha=alpha, max_iter=max_iter, tol=tol, seed=seed + 1,
-                                                 rounds=rounds, rate=rate)], batch_size, progress=progress)
+                                                 rounds=rounds, rate=rate, exact=exact, verify=verify,
+                                                 dropout=rate_dropout)],
+                      batch_size, progress=progress)

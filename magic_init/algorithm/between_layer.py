@@ -31,9 +31,22 @@ underestimates conv2-conv4's gradient rates by 1.5x, so calibrating on Eq. 4 lef
 in the real (measure_stat) rates. The original code also calibrates on measured gradients.
 
 Layers tied by Eltwise share one factor (the first member's); pinned layers (scale blocked by a
-non-homogeneous layer, see scale_graph) keep Δ = 1. Stop when max_g |log(C̃_g / C̃)| < tol or
-after ``max_iter`` steps. We use the paper's damping α (default 0.25), not the original's α = 1,
-and no output-std correction (the analytic update is exact where it applies).
+non-homogeneous layer, see scale_graph, or no gradient reaching them) keep Δ = 1; the report says
+why each is held (``held``).
+
+Exact rescaling (``exact=True``, pretrained models, paper §4.3): the update above keeps the net's
+function only where every layer f between layer k and the layers that undo Δ_k satisfies
+f(Δ·x) = Δ·f(x), Δ > 0. With ``exact`` the scale graph lets a factor pass only such layers (LRN
+becomes a barrier) and ties all output channels into one factor, so after rescaling
+z_N = Δ_out·z_N^before for every input, with one Δ_out > 0 (argmax, and so the predictions, are
+unchanged). Without it (initialization from scratch) LRN is passed approximately.
+
+The spread max_k C̃_k / min_k C̃_k (1 = calibrated) is logged before and after; "after" is the
+analytic prediction, unless ``verify`` measures it once more after the last step.
+
+Stop when max_g |log(C̃_g / C̃)| < tol or after ``max_iter`` steps. We use the paper's damping α
+(default 0.25), not the original's α = 1, and no output-std correction (the analytic update is
+exact where it applies).
 """
 from __future__ import annotations
 
@@ -42,7 +55,7 @@ import logging
 import numpy as np
 
 from magic_init.algorithm.rates import RateMeter, scale_columns
-from magic_init.algorithm.scale_graph import ScaleGraph
+from magic_init.algorithm.scale_graph import NO_GRADIENT, ZERO_INPUT, ScaleGraph
 from magic_init.errors import NetDefinitionError
 
 log = logging.getLogger(__name__)
@@ -69,19 +82,42 @@ class BetweenLayer:
 
     ``rounds`` measurement rounds (one forward+backward pass each), each followed by up to
     ``max_iter`` analytic iterations; a second round corrects what the analytic update gets
-    wrong where the net is only approximately homogeneous (LRN)."""
+    wrong where the net is only approximately homogeneous (LRN).
 
-    def __init__(self, alpha=0.25, max_iter=10, tol=np.log(1.01), seed=0, rounds=2, rate="gradient"):
+    ``exact``: rescale a pretrained model without changing its function beyond one positive factor
+    on the output: a scale passes only layers f with f(r·x) = r·f(x) for all r > 0 (LRN becomes a
+    barrier, scale_graph.ScaleGraph), so every weight update W(:, j) ← W(:, j)·Δ_k/Δ_src(j),
+    b ← Δ_k·b is undone exactly further up and z_N ← Δ_out·z_N.
+
+    ``dropout``: measure the rates with Dropout active as in training (rates.RateMeter); the
+    analytic update is exact for a fixed mask, and each round draws fresh masks.
+
+    ``verify``: after the last analytic step, measure the change rates once more (one more
+    forward+backward pass with the same RateMeter, its generator reset to the state of the last
+    round's measurement: the same random draws, η included, so that measured minus predicted is the
+    analytic update's error alone, not the sampling noise of a fresh η); reported as ``rate_measured`` and ``spread_measured``. When the
+    last round made no step, its own measurement already is that measurement.
+
+    The report: ``iterations``, ``scale`` (Δ_k per layer), ``rate_before``, ``rate_after``
+    (predicted), ``spread_before``, ``spread_predicted`` (max/min of C̃_k over the free layers),
+    ``pinned`` (held layers, in order), ``held`` ({layer: why it keeps its scale}), ``output_scale``
+    (the factor the net's output is multiplied by), and with ``verify`` the measured rates."""
+
+    def __init__(self, alpha=0.25, max_iter=10, tol=np.log(1.01), seed=0, rounds=2, rate="gradient",
+                 exact=False, verify=False, dropout=True):
         self.alpha, self.max_iter, self.tol, self.seed, self.rounds = alpha, max_iter, tol, seed, rounds
         self.rate = rate
+        self.exact, self.verify = bool(exact), bool(verify)
+        self.dropout = bool(dropout)
 
     def __call__(self, net, runner):
-        meter = RateMeter(net, seed=self.seed, definition=self.rate)
-        scale, iterations, before, rounds_run = None, 0, None, 0
+        meter = RateMeter(net, seed=self.seed, definition=self.rate, dropout=self.dropout)
+        scale, iterations, before, rounds_run, steps = None, 0, None, 0, 0
         for round_index in range(self.rounds):
             rounds_run += 1
             runner.pass_label = "Algorithm 2, round %d/%d" % (round_index + 1, self.rounds)
-            graph = ScaleGraph(net, meter.last)
+            graph = ScaleGraph(net, meter.last, exact=self.exact)
+            eta_state = meter.rng.bit_generator.state
             layers = self.measure(meter, graph, runner)
             before = before or {r.name: r.rate() for r in layers}
             total, steps = self.iterate(graph, layers)
@@ -91,13 +127,36 @@ class BetweenLayer:
             if steps == 0:
                 break
         after = {r.name: r.rate() for r in layers}
-        pinned = [name for k, name in enumerate(graph.names) if graph.pinned(k)]
+        held = graph.held_reasons()
+        pinned = list(held)
+        report = {"iterations": iterations, "scale": dict(zip(graph.names, scale.tolist())),
+                  "rate_before": before, "rate_after": after, "pinned": pinned, "held": held,
+                  "output_scale": _output_factor(graph, scale),
+                  "spread_before": spread(before, pinned), "spread_predicted": spread(after, pinned)}
+        if self.verify:
+            if steps == 0:
+                measured = dict(after)
+            else:
+                meter.rng.bit_generator.state = eta_state
+                runner.pass_label = "Algorithm 2, verification"
+                rates = meter.measure(runner)
+                measured = {name: rates[name].rate() for name in graph.names}
+            report["rate_measured"] = measured
+            report["spread_measured"] = spread(measured, pinned)
+            result = "%.3gx (predicted), %.3gx (measured after the last step)" % (
+                report["spread_predicted"], report["spread_measured"])
+        else:
+            result = "%.3gx (predicted; -v measures it)" % report["spread_predicted"]
+        for name, why in held.items():
+            if why in (NO_GRADIENT, ZERO_INPUT):
+                log.warning("between-layer: layer '%s' held fixed: %s%s", name, why,
+                            " (lr_mult 0 without force_backward?)" if why == NO_GRADIENT else "")
+            else:
+                log.info("between-layer: layer '%s' held fixed: %s", name, why)
         log.info("between-layer: %d analytic iteration(s) over %d measurement round(s) (at most %d per round); "
-                 "change-rate spread %.3gx -> %.3gx (predicted)", iterations, rounds_run, self.max_iter,
-                 spread(before, pinned), spread(after, pinned))
-        return {"iterations": iterations, "scale": dict(zip(graph.names, scale.tolist())),
-                "rate_before": before, "rate_after": after, "pinned": pinned,
-                "output_scale": _output_factor(graph, scale)}
+                 "change-rate spread %.3gx -> %s", iterations, rounds_run, self.max_iter,
+                 report["spread_before"], result)
+        return report
 
     @staticmethod
     def measure(meter, graph, runner):
@@ -108,9 +167,10 @@ class BetweenLayer:
             raise NetDefinitionError("no gradient reaches any affine layer of the net: build it with "
                                      "force_backward: true (a net without a loss computes no backward)")
         for k, name in enumerate(graph.names):
-            if layers[k].y_sq.sum() == 0 or layers[k].rate() == 0:
-                log.warning("layer '%s': no gradient reaches it (lr_mult 0 without force_backward?): pinned", name)
-                graph.pinned_ids.add(k)
+            if layers[k].y_sq.sum() == 0:
+                graph.pin(k, NO_GRADIENT)
+            elif layers[k].rate() == 0:
+                graph.pin(k, ZERO_INPUT)
         return layers
 
     def iterate(self, graph, layers):

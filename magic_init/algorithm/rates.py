@@ -14,12 +14,18 @@ does; with the plain sum, bigger layers would look slower by their size):
     C̃²_{k,j} = E[z_{k-1}(j)²] · Y_g / (N_g · mean(W_k²)),    C̃_k = mean_j C̃_{k,j}.
 
 ``LayerRates`` keeps these factors so that rescaling can update them analytically.
+
+By default the pass runs with Dropout active as in training (y = x·mask/(1-p), a fresh seeded
+mask per batch): the rates SGD sees are those of the net with its dropout noise, and a layer
+above a dropout layer receives inputs whose second moment is 1/(1-p) times the deterministic
+one. ``dropout=False`` measures the deterministic TEST-phase net instead.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from magic_init.algorithm import netinfo
+from magic_init.algorithm.runner import training_dropout
 from magic_init.algorithm.within_layer import output_view
 
 
@@ -107,7 +113,7 @@ def _group_gradient(top_diff, group):
 class RateMeter:
     """One forward+backward pass over the sample gathering Eq. (4) factors (and param diffs)."""
 
-    def __init__(self, net, seed=0, keep_param_diffs=False, definition="eq4"):
+    def __init__(self, net, seed=0, keep_param_diffs=False, definition="eq4", dropout=True):
         self.net = net
         self.last = netinfo.last_compute_layer(net)
         self.outputs = netinfo.output_blobs(net, self.last)
@@ -115,9 +121,14 @@ class RateMeter:
         self.rng = np.random.default_rng(seed)
         self.keep_param_diffs = keep_param_diffs
         self.definition = definition
+        self.dropout = dropout
 
     def measure(self, runner):
         """``{layer: LayerRates}`` over all batches; with keep_param_diffs also ``param_sq`` per layer."""
+        with training_dropout(self.net, int(self.rng.integers(2 ** 31)), self.dropout):
+            return self._measure(runner)
+
+    def _measure(self, runner):
         net, names = self.net, self.net.layer_names
         sums, images = {}, 0
         self.param_sq = {}

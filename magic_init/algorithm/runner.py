@@ -49,6 +49,12 @@ def forward_only(net):
     return no_grad() if callable(no_grad) else contextlib.nullcontext()
 
 
+def training_dropout(net, seed, active=True):
+    """Dropout as in training (``net.train_dropout(seed)``) where the backend offers it and ``active``."""
+    train_dropout = getattr(net, "train_dropout", None)
+    return train_dropout(seed) if active and callable(train_dropout) else contextlib.nullcontext()
+
+
 class SampleRunner:
     """Per-batch live blobs of the sample, advanced through the net in layer ranges.
 

@@ -1,17 +1,32 @@
 """Which blob channels carry which affine layer's scale, and where a scale cannot pass.
 
-Rescaling affine layer k by a positive factor r multiplies its output z_k by r. Through
-positively homogeneous layers of degree 1 (ReLU, PReLU, max/avg Pooling, Dropout, Split, Concat,
-Flatten/Reshape, Crop, AbsVal) the factor reaches the next affine layer unchanged, per channel,
-where it can be undone exactly by dividing the weight columns that read those channels. LRN is
-passed as approximately homogeneous (exact when α/n·Σx² ≪ k). The rules elsewhere:
+Rescaling affine layer k by a positive factor r multiplies its output z_k by r. Through a layer f
+that is positively homogeneous of degree 1, f(r·x) = r·f(x) for every r > 0, the factor reaches the
+next affine layer unchanged, per channel, where it is undone exactly by dividing the weight columns
+that read those channels (paper §3.2: the rescaling by s_k in Algorithm 2 keeps the function only
+through such layers). These pass, in both modes:
 
-* Eltwise SUM/MAX: every summed channel must carry the same factor — the producing layers are
-  *tied* into one scale group.
-* Anything else (Sigmoid, TanH, BatchNorm, Scale, Power, Eltwise PROD, Softmax, unknown types):
-  a *barrier*. The layers whose scale reaches it are *pinned* (never rescaled) and the
-  barrier's outputs carry no factor. (BatchNorm in TEST uses fixed statistics, so a factor in
+* ReLU (max(r·x, 0) = r·max(x, 0)), PReLU (slope a: max(r·x, 0) + a·min(r·x, 0) = r·PReLU(x)),
+  AbsVal (|r·x| = r·|x|), Dropout (the identity, or a fixed mask and factor), Split, Crop,
+  Concat on axis 1 (each channel keeps its producer), Flatten/Reshape;
+* Pooling: MAX (max r·x_i = r·max x_i), AVE (linear), STOCHASTIC in TEST (Σx_i²/Σx_i, degree 1).
+
+LRN computes y_i = x_i·(k + α/n·Σ_{j∈N(i)} x_j²)^(-β): degree 1 only in the limit
+α/n·Σx² ≪ k, degree 1−2β in the other limit. Without ``exact`` (initialization from scratch) it is
+passed as approximately homogeneous and Algorithm 2's measurement rounds correct for the error.
+With ``exact`` (rescaling a pretrained model, whose function must be kept up to one positive factor
+on the output) it is a barrier like the layers below.
+
+* Eltwise SUM/MAX: every combined channel must carry the same factor — the producing layers are
+  *tied* into one scale group (r·a + r·b = r·(a + b), max(r·a, r·b) = r·max(a, b)).
+* Anything else (Sigmoid, TanH, BatchNorm, Scale, Power, Eltwise PROD, Softmax, unknown types, and
+  LRN with ``exact``): a *barrier*. The layers whose scale reaches it are *pinned* (never rescaled)
+  and the barrier's outputs carry no factor. (BatchNorm in TEST uses fixed statistics, so a factor in
   front of it would change the function; we pin rather than fold it into the BN statistics.)
+* With ``exact``, all channels of the net's outputs must carry one common factor: their producers
+  are tied too (without ``exact`` each output may end up with its own factor).
+
+Every pinned layer has a reason (``held(k)``), naming the layer its scale cannot pass.
 
 Sources are int arrays over a blob's channels (axis 1): the index of the producing affine layer
 in ``affine`` order, or -1 for "no factor" (net inputs, barrier outputs).
@@ -26,23 +41,38 @@ from magic_init.algorithm import netinfo
 
 log = logging.getLogger(__name__)
 
-PASS_TYPES = ("ReLU", "PReLU", "Pooling", "LRN", "Dropout", "Split", "Crop", "AbsVal")
+#: Positively homogeneous of degree 1: a scale passes them exactly.
+PASS_TYPES = ("ReLU", "PReLU", "Pooling", "Dropout", "Split", "Crop", "AbsVal")
+#: Homogeneous only approximately: passed without ``exact``, barriers with it.
+APPROX_PASS_TYPES = ("LRN",)
 RESHAPE_TYPES = ("Flatten", "Reshape")
+#: Barrier types known not to be homogeneous of degree 1 (others are "not known to be").
+NOT_HOMOGENEOUS = ("LRN", "Sigmoid", "TanH", "BatchNorm", "Scale", "Bias", "Power", "Exp", "Log", "BNLL",
+                   "ELU", "Threshold", "Softmax", "MVN", "Eltwise")
+NO_GRADIENT = "no gradient reaches it"
+ZERO_INPUT = "its weight gradient is zero (so is its input)"
 
 
 class ScaleGraph:
-    """Scale groups of the affine layers ``affine`` (indices into net.layer_names) up to layer ``last``."""
+    """Scale groups of the affine layers ``affine`` (indices into net.layer_names) up to layer ``last``.
 
-    def __init__(self, net, last):
+    ``exact``: only exactly homogeneous layers pass a scale (LRN is a barrier) and the net's output
+    channels share one factor, so that rescaling keeps the net's function up to one positive factor."""
+
+    def __init__(self, net, last, exact=False):
         self.net = net
+        self.exact = bool(exact)
         self.affine = [i for i in netinfo.affine_layers(net) if i <= last]
         self.names = [net.layer_names[i] for i in self.affine]
         self.parent = list(range(len(self.affine)))
         self.pinned_ids = set()
+        self.reasons = {}
         self.columns = {}
         self.sources = {}
         self._trace(last)
         self.outputs = [self.sources.get(b) for b in netinfo.output_blobs(net, last)]
+        if self.exact:
+            self._tie_outputs()
 
     def group(self, k):
         """Root of affine layer k's scale group (union-find)."""
@@ -54,20 +84,51 @@ class ScaleGraph:
     def pinned(self, k):
         return any(self.group(p) == self.group(k) for p in self.pinned_ids)
 
-    def _tie(self, a, b):
+    def pin(self, k, reason):
+        """Pin affine layer k (and so its scale group); the first reason given is kept."""
+        self.pinned_ids.add(int(k))
+        self.reasons.setdefault(int(k), reason)
+
+    def held(self, k):
+        """Why affine layer k keeps its scale (a sentence), or None when it is free."""
+        if k in self.pinned_ids:
+            return self.reasons.get(k, "pinned")
+        for p in sorted(self.pinned_ids):
+            if self.group(p) == self.group(k):
+                return "shares one factor with '%s', which is held: %s" % (self.names[p], self.reasons.get(p, "pinned"))
+        return None
+
+    def held_reasons(self):
+        """``{layer name: reason}`` of the pinned layers, in execution order."""
+        reasons = ((name, self.held(k)) for k, name in enumerate(self.names))
+        return {name: why for name, why in reasons if why is not None}
+
+    def _tie(self, a, b, where):
         """Require equal factors on source arrays a and b (elementwise); -1 against a layer pins it."""
-        for x, y in zip(a.ravel(), b.ravel()):
+        pairs = np.unique(np.stack([np.ravel(a), np.ravel(b)], axis=1), axis=0) if np.size(a) else ()
+        for x, y in pairs:
             if x >= 0 and y >= 0:
                 self.parent[self.group(x)] = self.group(y)
             elif x >= 0 or y >= 0:
-                self.pinned_ids.add(max(x, y))
+                self.pin(max(x, y), "%s combines its channels with channels that carry no factor" % where)
+
+    def _tie_outputs(self):
+        """``exact``: one common factor on every output channel (the net's function up to one factor)."""
+        sources = [src for src in self.outputs if src is not None]
+        values = np.unique(np.concatenate(sources)) if sources else np.array([], dtype=int)
+        if len(values) > 1:
+            self._tie(np.full(len(values) - 1, values[0]), values[1:], "the net's output (one common factor)")
 
     def _barrier(self, name, kind, bottoms):
         stopped = sorted({int(s) for src in bottoms if src is not None for s in np.unique(src) if s >= 0})
-        if stopped:
-            log.info("layer '%s' (%s) is not homogeneous: %s keep their scale",
-                     name, kind, ", ".join(self.names[s] for s in stopped))
-        self.pinned_ids.update(stopped)
+        if not stopped:
+            return
+        label = "Eltwise PROD" if kind == "Eltwise" else kind
+        why = "not homogeneous" if kind in NOT_HOMOGENEOUS else "not known to be homogeneous"
+        log.debug("layer '%s' (%s) is %s: %s keep their scale", name, label, why,
+                  ", ".join(self.names[s] for s in stopped))
+        for s in stopped:
+            self.pin(s, "scale cannot pass layer '%s' (%s, %s)" % (name, label, why))
 
     def _channels(self, blob):
         shape = self.net.blobs[blob].data.shape
@@ -94,20 +155,20 @@ class ScaleGraph:
         """Source arrays of the tops of a non-affine layer (None entries mean 'no factor')."""
         if kind in netinfo.INPUT_TYPES or not bottoms:
             return [None] * len(tops)
-        if kind in PASS_TYPES:
+        if kind in PASS_TYPES or (kind in APPROX_PASS_TYPES and not self.exact):
             return [srcs[0]] * len(tops)
         if kind == "Concat" and self._axis(name, "concat_param") == 1:
             return [np.concatenate(srcs)]
         if kind in RESHAPE_TYPES:
-            return [self._reshaped(srcs[0], bottoms[0], tops[0])]
+            return [self._reshaped(srcs[0], bottoms[0], tops[0], "layer '%s' (%s)" % (name, kind))]
         if kind == "Eltwise" and self._eltwise_op(name) != 0:
             for other in srcs[1:]:
-                self._tie(srcs[0], other)
+                self._tie(srcs[0], other, "layer '%s' (Eltwise)" % name)
             return [srcs[0]]
         self._barrier(name, kind, srcs)
         return [None] * len(tops)
 
-    def _reshaped(self, src, bottom, top):
+    def _reshaped(self, src, bottom, top, where):
         """Channel sources after Flatten/Reshape: copied, expanded per spatial unit, or made uniform."""
         channels, bshape = self._channels(top), self.net.blobs[bottom].data.shape
         if channels == len(src):
@@ -115,8 +176,7 @@ class ScaleGraph:
         spatial = int(np.prod(bshape[2:])) if len(bshape) > 2 else 1
         if channels == len(src) * spatial:
             return np.repeat(src, spatial)
-        for other in src[1:]:
-            self._tie(src[:1], np.array([other]))
+        self._tie(np.full(len(src) - 1, src[0]), src[1:], where)
         return np.full(channels, src[0])
 
     def _column_sources(self, name, kind, src):

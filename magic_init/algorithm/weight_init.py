@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 INIT_KINDS = ("gaussian", "pca", "zca", "kmeans", "rand")
 #: Relative eigenvalue below which a direction is treated as absent from the sample.
 EIGEN_FLOOR = 1e-6
+#: Default whitening regularization ε, relative to the mean eigenvalue (see ``whitening``).
+WHITENING_EPS = 1e-3
 
 
 def gaussian(shape, rng):
@@ -50,7 +52,7 @@ def _top_eigen(cov, k, iterations=2):
     return values[order], basis.dot(small[:, order])
 
 
-def whitening(patches, eps=1e-3, rank=None):
+def whitening(patches, eps=WHITENING_EPS, rank=None):
     """Eigen-decomposition of the patch covariance: (mean μ, eigenvalues λ descending, vectors V).
 
     Σ = (X-μ)ᵀ(X-μ)/n; directions with λ < EIGEN_FLOOR·max λ are dropped (rank-deficient samples).
@@ -77,7 +79,7 @@ def whitening(patches, eps=1e-3, rank=None):
     return mean, values + eps * values.mean(), vectors
 
 
-def pca(patches, m, rng, eps=1e-3):
+def pca(patches, m, rng, eps=WHITENING_EPS):
     """First m principal components scaled by 1/sqrt(λ): W = diag(λ_1..m)^(-1/2) V_{1..m}ᵀ.
 
     The outputs W(x-μ) are white and decorrelated on the sample (Cov = I). When the sample
@@ -93,13 +95,13 @@ def pca(patches, m, rng, eps=1e-3):
     return rows[:m].astype(np.float32)
 
 
-def zca_matrix(patches, eps=1e-3):
+def zca_matrix(patches, eps=WHITENING_EPS):
     """The symmetric ZCA whitening matrix Z = V diag(λ)^(-1/2) Vᵀ (d × d)."""
     _, values, vectors = whitening(patches, eps)
     return (vectors / np.sqrt(values)).dot(vectors.T)
 
 
-def zca(patches, m, rng, eps=1e-3):
+def zca(patches, m, rng, eps=WHITENING_EPS):
     """m rows of the ZCA matrix Z: each row is a whitening filter centered on one input dimension.
 
     With m = d that is Z itself (symmetric); with m < d a seeded random subset of rows; with
@@ -160,7 +162,7 @@ def _cluster_sums(points, labels, k):
     return sums, counts
 
 
-def kmeans(patches, m, rng, eps=1e-3):
+def kmeans(patches, m, rng, eps=WHITENING_EPS):
     """Spherical k-means on whitened, length-normalized patches; centroid c ↦ weight row Pc.
 
     The output of row i on x is ⟨c_i, white(x)⟩, the similarity to centroid i (paper §3.3).
@@ -170,7 +172,7 @@ def kmeans(patches, m, rng, eps=1e-3):
     return centroids.dot(project.T).astype(np.float32)
 
 
-def rand(patches, m, rng, eps=1e-3):
+def rand(patches, m, rng, eps=WHITENING_EPS):
     """m random whitened, length-normalized sample patches used as centroids (the original's ``rand``)."""
     white, project = _white_unit_rows(patches, eps, 2 * m)
     chosen = white[rng.choice(len(white), size=m, replace=False)]
@@ -186,9 +188,10 @@ def check_kind(kind):
         raise ValueError("unknown init %r; choose one of %s" % (kind, ", ".join(INIT_KINDS)))
 
 
-def data_driven(kind, patches, m, rng):
-    """W (m × d) from the patches by ``kind``; None when the sample is too small (n < m)."""
+def data_driven(kind, patches, m, rng, eps=WHITENING_EPS):
+    """W (m × d) from the patches by ``kind``, whitening regularized by ``eps``; None when the sample
+    is too small (n < m)."""
     check_kind(kind)
     if len(patches) < m:
         return None
-    return _DATA_DRIVEN[kind](patches, m, rng)
+    return _DATA_DRIVEN[kind](patches, m, rng, eps=eps)

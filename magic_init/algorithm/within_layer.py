@@ -9,6 +9,16 @@ per-output-channel mean μ(i) and standard deviation σ(i) over images and posit
 
 so that z_k(i) has mean β and unit variance on the sample. The cached z_k is corrected by the
 same affine map, so the sample is forwarded through every layer exactly once.
+
+Data-driven inits (PCA, ZCA, k-means, random patches) apply to convolutions; fully connected
+layers get gaussian rows unless ``data_driven_fc`` (the paper, §3.3, uses them "on just the
+convolutional layers"). Whitened rows from a few hundred sample vectors amplify the directions
+the sample barely spans: they have unit output variance on the sample but a large norm, and
+dropout noise in those directions (training) then inflates the layer's output.
+
+With ``dropout`` the sample is carried through Dropout layers as in training (one seeded mask per
+image), so μ and σ are those a layer's outputs have under training's dropout noise (the original
+code's TRAIN-phase statistics); by default they are the deterministic TEST-phase ones.
 """
 from __future__ import annotations
 
@@ -17,6 +27,7 @@ import logging
 import numpy as np
 
 from magic_init.algorithm import netinfo, patches, weight_init
+from magic_init.algorithm.runner import training_dropout
 from magic_init.errors import NetDefinitionError
 
 log = logging.getLogger(__name__)
@@ -85,14 +96,21 @@ class WithinLayer:
     """Algorithm 1 as a pass: ``WithinLayer(init='kmeans', beta=0.1)(net, runner) -> [layer reports]``."""
 
     def __init__(self, init="gaussian", beta=0.1, zero_all=False, zero_from=None, seed=0,
-                 max_patches=10000, max_patch_mb=256):
+                 max_patches=10000, max_patch_mb=256, data_driven_fc=False, dropout=False,
+                 whitening_eps=weight_init.WHITENING_EPS):
         weight_init.check_kind(init)
         self.init, self.beta = init, beta
+        self.data_driven_fc, self.dropout = data_driven_fc, dropout
+        self.seed, self.whitening_eps = seed, whitening_eps
         self.zero_all, self.zero_from = zero_all, zero_from
         self.rng = np.random.default_rng(seed)
         self.max_patches, self.max_patch_mb = max_patches, max_patch_mb
 
     def __call__(self, net, runner):
+        with training_dropout(net, self.seed, self.dropout):
+            return self._initialize(net, runner)
+
+    def _initialize(self, net, runner):
         selected = set(select_layers(net, self.zero_all, self.zero_from))
         reports = []
         for index in runner.bar(netinfo.affine_layers(net), "Algorithm 1 (layers)"):
@@ -137,12 +155,18 @@ class WithinLayer:
                 "dead_channels": int(dead.sum())}
 
     def draw_weights(self, net, runner, index):
-        """Fill W of layer ``index`` (gaussian or data-driven); returns (init used, fallback reason)."""
+        """Fill W of layer ``index`` (gaussian or data-driven); returns (init used, why gaussian).
+
+        Fully connected layers get gaussian rows by design unless ``data_driven_fc``; a data-driven
+        init that cannot run (Deconvolution, fewer sample rows than outputs) falls back to gaussian."""
         name, kind = net.layer_names[index], net.layer_types[index]
         weight = net.params[name][0].data
         if self.init == "gaussian":
             weight[...] = weight_init.gaussian(weight.shape, self.rng)
             return "gaussian", ""
+        if kind == "InnerProduct" and not self.data_driven_fc:
+            weight[...] = weight_init.gaussian(weight.shape, self.rng)
+            return "gaussian", "fully connected (data-driven inits on convolutions only; --data-driven-fc)"
         if kind == "Deconvolution":
             reason = "no data-driven init for Deconvolution"
         else:
@@ -176,5 +200,5 @@ class WithinLayer:
             per_group = outputs // geometry.group
         if len(groups[0]) < per_group:
             return None, "%d sample rows for %d outputs (too few samples)" % (len(groups[0]), per_group)
-        rows = [weight_init.data_driven(self.init, g, per_group, self.rng) for g in groups]
+        rows = [weight_init.data_driven(self.init, g, per_group, self.rng, self.whitening_eps) for g in groups]
         return np.concatenate(rows), ""

@@ -9,6 +9,7 @@ with clean errors and atomic writes) is added here. A CUDA device selects Caffe'
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 
@@ -47,15 +48,44 @@ class PycaffeNet:
         self.net_param = instantiate(source, phase=phase, level=level, stages=stages,
                                      input_shapes=input_shapes)
         self.phase, self.device = phase, device
-        caffe_phase = caffe.TRAIN if phase == "train" else caffe.TEST
-        with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
-            f.write(text_format.MessageToString(self._without_state_rules(self.net_param)))
-        try:
-            self._net = caffe.Net(f.name, caffe_phase)
-        finally:
-            os.unlink(f.name)
+        self._net = self._caffe_net(self._without_state_rules(self.net_param))
+        self._dropout_twin = None
         if weights is not None:
             self.copy_from(weights)
+
+    def _caffe_net(self, net_param):
+        """caffe.Net of ``net_param`` in this net's phase (layers with an explicit ``phase`` keep theirs)."""
+        import caffe
+
+        with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
+            f.write(text_format.MessageToString(net_param))
+        try:
+            return caffe.Net(f.name, caffe.TRAIN if self.phase == "train" else caffe.TEST)
+        finally:
+            os.unlink(f.name)
+
+    @contextlib.contextmanager
+    def train_dropout(self, seed=0):
+        """Dropout layers run as in TRAIN phase inside; everything else as before.
+
+        A twin caffe.Net whose Dropout layers carry an explicit ``phase: TRAIN`` (Caffe honours a
+        layer's own phase) shares this net's weights (``share_with``: the same data arrays, its own
+        diffs and activations) and stands in for it; Caffe's RNG is seeded with ``seed``."""
+        import caffe
+
+        if self._dropout_twin is None:
+            param = self._without_state_rules(self.net_param)
+            for layer in param.layer:
+                if layer.type == "Dropout":
+                    layer.phase = caffe_pb2.TRAIN
+            self._dropout_twin = self._caffe_net(param)
+            self._dropout_twin.share_with(self._net)
+        caffe.set_random_seed(int(seed))
+        main, self._net = self._net, self._dropout_twin
+        try:
+            yield self
+        finally:
+            self._net = main
 
     @staticmethod
     def _without_state_rules(net_param):

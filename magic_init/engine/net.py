@@ -160,6 +160,23 @@ class Net:
         finally:
             self._recording = previous
 
+    @contextlib.contextmanager
+    def train_dropout(self, seed=0):
+        """Dropout layers run as in TRAIN phase inside (y = x·mask/(1-p), masks from a torch
+        generator seeded with ``seed``); every other layer keeps its phase (BatchNorm keeps its
+        stored statistics). For measuring what training sees without changing any blob."""
+        dropouts = [layer for layer, kind in zip(self.layers, self.layer_types) if kind == "Dropout"]
+        previous = [layer.phase for layer in dropouts]
+        with torch.random.fork_rng(devices=[self.torch_device] if self.torch_device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            for layer in dropouts:
+                layer.phase = "train"
+            try:
+                yield self
+            finally:
+                for layer, phase in zip(dropouts, previous):
+                    layer.phase = phase
+
     def _index(self, name, default):
         if name is None:
             return default

@@ -53,14 +53,14 @@ def test_within_layer_on_the_engine(init, sample):
     net = tiny()
     report = initialize(net, sample, init=init, between_layer=False)
     inits = [r["init"] for r in report["WithinLayer"]]
-    assert inits[:2] == [init, init] and inits[3] == ("gaussian" if init == "gaussian" else init)
+    assert inits == [init, init, "gaussian", "gaussian"]           # data-driven inits on convolutions only
     for layer in measure(net, sample)["layers"]:
         assert layer["act_mean"] == pytest.approx(0.1, abs=0.02)
         assert layer["act_std"] == pytest.approx(1.0, abs=0.02)
 
 
 def test_kmeans_falls_back_for_an_inner_product_wider_than_the_sample(sample):
-    report = initialize(tiny(), sample[:32], init="kmeans", between_layer=False)["WithinLayer"]
+    report = initialize(tiny(), sample[:32], init="kmeans", between_layer=False, data_driven_fc=True)["WithinLayer"]
     fc3 = [r for r in report if r["layer"] == "fc3"][0]
     assert fc3["init"] == "gaussian" and "too few" in fc3["reason"]     # 32 images < 64 outputs
 
@@ -88,3 +88,33 @@ def test_between_layer_brings_rates_within_2x(sample):
     rates = measure(net, sample)["summary"]["rate_spread"]
     initialize(net, sample, rounds=2, max_iter=30)
     assert rates > 5 and measure(net, sample)["summary"]["rate_spread"] < 1.5
+
+
+def test_rates_are_measured_with_dropout_active_by_default(sample):
+    """With Dropout active (y = x·mask/(1-p), p = 0.5 before fc4), fc4's inputs have 1/(1-p) = 2 times
+    the second moment of the deterministic net; layers below the dropout see the same inputs."""
+    net = tiny(zero=False)
+    measured = {}
+    for dropout in (True, False):
+        rates = RateMeter(net, seed=2, dropout=dropout).measure(SampleRunner(net, sample, 16))
+        measured[dropout] = {name: r.col_sq.mean() for name, r in rates.items()}
+    assert measured[True]["fc4"] / measured[False]["fc4"] == pytest.approx(2.0, rel=0.1)
+    assert measured[True]["fc3"] == pytest.approx(measured[False]["fc3"], rel=1e-6)
+
+
+def test_stats_dropout_normalizes_the_outputs_training_sees(sample):
+    """With stats_dropout, fc4 (above a p = 0.5 dropout) has unit std under dropout noise, and so a
+    smaller one in the deterministic TEST phase; without it, unit std in TEST phase."""
+    def fc4_std(net, dropout):
+        if not dropout:
+            return forward_all(net, sample).std(axis=0).mean()
+        with net.train_dropout(seed=11):
+            return forward_all(net, sample).std(axis=0).mean()
+
+    noisy = tiny()
+    initialize(noisy, sample, between_layer=False, stats_dropout=True, seed=3)
+    plain = tiny()
+    initialize(plain, sample, between_layer=False, seed=3)
+    assert fc4_std(noisy, True) == pytest.approx(1.0, abs=0.15)
+    assert fc4_std(noisy, False) < 0.85
+    assert fc4_std(plain, False) == pytest.approx(1.0, abs=0.02)

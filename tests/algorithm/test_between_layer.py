@@ -142,3 +142,57 @@ def test_concat_columns_keep_their_producers_and_tanh_pins():
     assert graph.columns["c"].tolist() == [0, 0, 1, 1, 1]
     assert graph.columns["d"].tolist() == [-1] * 64
     assert [graph.pinned(k) for k in range(4)] == [False, False, True, False]
+
+
+def two_head_net():
+    return stub_net([("data", "Input", [], ["data"]),
+                     ("a", "Convolution", ["data"], ["a"]),
+                     ("relu", "ReLU", ["a"], ["a"]),
+                     ("norm", "LRN", ["a"], ["norm"]),
+                     ("b", "Convolution", ["norm"], ["b"]),
+                     ("c", "Convolution", ["data"], ["c"])],
+                    {"data": (2, 3, 4, 4), "a": (2, 2, 4, 4), "norm": (2, 2, 4, 4), "b": (2, 3, 4, 4),
+                     "c": (2, 5, 4, 4)})
+
+
+def test_exact_graph_makes_lrn_a_barrier_and_ties_the_outputs():
+    approximate, exact = ScaleGraph(two_head_net(), 5), ScaleGraph(two_head_net(), 5, exact=True)
+    assert approximate.held_reasons() == {} and approximate.columns["b"].tolist() == [0, 0]
+    assert approximate.group(1) != approximate.group(2)          # each output keeps its own factor
+    assert exact.held_reasons() == {"a": "scale cannot pass layer 'norm' (LRN, not homogeneous)"}
+    assert exact.columns["b"].tolist() == [-1, -1]
+    assert exact.group(1) == exact.group(2)                      # one factor on the whole output
+
+
+def test_held_reasons_name_the_blocking_layer_or_the_tie():
+    net = stub_net([("data", "Input", [], ["data"]),
+                    ("a", "Convolution", ["data"], ["a"]),
+                    ("b", "Convolution", ["data"], ["b"]),
+                    ("t", "TanH", ["a"], ["t"]),
+                    ("sum", "Eltwise", ["a", "b"], ["sum"]),
+                    ("c", "Convolution", ["data"], ["c"]),
+                    ("sum2", "Eltwise", ["c", "data"], ["sum2"]),
+                    ("d", "Convolution", ["sum"], ["d"]),
+                    ("odd", "Exotic", ["d"], ["odd"])],
+                   {"data": (2, 3, 4, 4), "a": (2, 3, 4, 4), "b": (2, 3, 4, 4), "t": (2, 3, 4, 4),
+                    "sum": (2, 3, 4, 4), "c": (2, 3, 4, 4), "sum2": (2, 3, 4, 4), "d": (2, 3, 4, 4),
+                    "odd": (2, 3, 4, 4)})
+    held = ScaleGraph(net, 8).held_reasons()
+    assert held == {"a": "scale cannot pass layer 't' (TanH, not homogeneous)",
+                    "b": "shares one factor with 'a', which is held: "
+                         "scale cannot pass layer 't' (TanH, not homogeneous)",
+                    "c": "layer 'sum2' (Eltwise) combines its channels with channels that carry no factor",
+                    "d": "scale cannot pass layer 'odd' (Exotic, not known to be homogeneous)"}
+
+
+def test_layers_no_gradient_reaches_are_held_with_that_reason(caplog):
+    net, x = gaussian_net(small_convnet()), sample()
+    net.params["conv2"][1].data[...] = -1e6            # relu2 is 0 everywhere: nothing flows back to conv1/conv2
+    with caplog.at_level("INFO", logger="magic_init"):
+        report = rescale(net, x, batch_size=8)["BetweenLayer"]
+    assert report["held"]["conv1"] == report["held"]["conv2"] == "no gradient reaches it"
+    assert report["held"]["fc3"] == "its weight gradient is zero (so is its input)"      # reads relu2's zeros
+    assert report["pinned"] == list(report["held"]) and report["scale"]["conv1"] == 1.0
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "held fixed" in r.getMessage()]
+    assert warned[:2] == ["between-layer: layer '%s' held fixed: no gradient reaches it (lr_mult 0 without "
+                          "force_backward?)" % name for name in ("conv1", "conv2")]

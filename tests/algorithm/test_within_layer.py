@@ -69,10 +69,23 @@ def test_normalize_rows_handles_zero_std():
 
 def test_too_few_samples_fall_back_to_gaussian():
     net, x = small_convnet(), sample(n=8)           # 8 images < 10 outputs of fc3
-    reports = WithinLayer(init="kmeans")(net, SampleRunner(net, x, 8))
+    reports = WithinLayer(init="kmeans", data_driven_fc=True)(net, SampleRunner(net, x, 8))
     fc3 = [r for r in reports if r["layer"] == "fc3"][0]
     assert fc3["init"] == "gaussian" and "too few" in fc3["reason"]
     assert reports[0]["init"] == "kmeans"
+
+
+@pytest.mark.parametrize("init", ["pca", "kmeans"])
+def test_data_driven_inits_apply_to_convolutions_unless_data_driven_fc(init):
+    """Paper §3.3: data-driven inits on the convolutional layers; fully connected ones get gaussian
+    rows by default, and the data-driven init with data_driven_fc (40 images >= 10 outputs)."""
+    net, x = small_convnet(), sample()
+    default = {r["layer"]: r for r in WithinLayer(init=init)(net, SampleRunner(net, x, 8))}
+    assert [default[n]["init"] for n in ("conv1", "conv2", "fc3", "fc4")] == [init, init, "gaussian", "gaussian"]
+    assert "fully connected" in default["fc3"]["reason"]
+    net = small_convnet()
+    every = {r["layer"]: r for r in WithinLayer(init=init, data_driven_fc=True)(net, SampleRunner(net, x, 8))}
+    assert [every[n]["init"] for n in ("conv1", "conv2", "fc3", "fc4")] == [init] * 4
 
 
 def test_layers_with_weights_are_kept_unless_zero_all_or_zero_from():

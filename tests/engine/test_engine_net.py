@@ -67,8 +67,10 @@ def test_forward_matches_numpy_reference():
                                       padding=1).numpy()
     pooled = np.maximum(conv, 0).reshape(2, 4, 4, 2, 4, 2).max(axis=(3, 5))
     ip = pooled.reshape(2, -1) @ net.params["ip"][0].data.T + net.params["ip"][1].data
-    np.testing.assert_allclose(out["a"], 2 * ip, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(out["b"], -3 * ip, rtol=1e-5, atol=1e-6)
+    # float32 sums of terms up to ~40 in another order (numpy vs torch): round-off relative to the terms
+    atol = 1e-6 * np.abs(pooled).sum(axis=1).max() * np.abs(net.params["ip"][0].data).max()
+    np.testing.assert_allclose(out["a"], 2 * ip, rtol=1e-5, atol=2 * atol)
+    np.testing.assert_allclose(out["b"], -3 * ip, rtol=1e-5, atol=3 * atol)
 
 
 def test_split_diffs_add_and_param_diffs_accumulate():

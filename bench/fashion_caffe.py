@@ -3,13 +3,16 @@
     python3 bench/fashion_caffe.py fill PROTOTXT FILLER_NAME SEED OUT.caffemodel
     python3 bench/fashion_caffe.py train SOLVER WEIGHTS ITERS EVAL_EVERY OUT.json [SNAPSHOT.caffemodel]
     python3 bench/fashion_caffe.py original SNAPSHOT_DIR TRAIN_PROTOTXT OUT.caffemodel SEED [ORIGINAL'S FLAGS]
+    python3 bench/fashion_caffe.py agree TRAIN_PROTOTXT MODEL_A MODEL_B BLOB TEST_ITER OUT.json
 
 ``fill`` saves the weights Caffe's own fillers give an untouched TRAIN net (``caffe.set_random_seed``),
 the baseline "Caffe filler" init. ``train`` is ``caffe train --weights WEIGHTS`` with pycaffe's
 ``SGDSolver``, measuring test accuracy (mean of the TEST net's Accuracy over ``test_iter`` batches)
 every EVAL_EVERY iterations, including iteration 0. ``original`` runs the original research code
 (github philkr/magic_init, from a snapshot folder outside the project) on the train prototxt with its
-own data layer, on the CPU (its ``set_mode_gpu``/``set_device`` calls become CPU mode), seeded. Used by train_few_labels.py and rescale_pretrained.py.
+own data layer, on the CPU (its ``set_mode_gpu``/``set_device`` calls become CPU mode), seeded.
+``agree`` compares two models' predictions on the TEST batches. Used by train_few_labels.py and
+rescale_pretrained.py.
 """
 from __future__ import annotations
 
@@ -93,11 +96,31 @@ def original(snapshot, prototxt, out, seed, flags):
     module.main()
 
 
+def agree(prototxt, model_a, model_b, blob, test_iter, out_json):
+    """Both models on the TEST net's batches (unshuffled test list): how many predictions (argmax of
+    ``blob``) agree, and max |z_b − c·z_a| / max |c·z_a| with c the least-squares common factor."""
+    import numpy as np
+    caffe = _caffe()
+    outputs = []
+    for model in (model_a, model_b):
+        net = caffe.Net(prototxt, model, caffe.TEST)
+        outputs.append(np.concatenate([np.array(net.forward(blobs=[blob])[blob], dtype=np.float64)
+                                       for _ in range(int(test_iter))]))
+    a, b = outputs
+    c = float((a * b).sum() / (a * a).sum())
+    result = {"images": len(a), "agreement": float((a.argmax(1) == b.argmax(1)).mean()), "factor": c,
+              "deviation": float(np.abs(b - c * a).max() / np.abs(c * a).max())}
+    with open(out_json, "w") as f:
+        json.dump(result, f)
+
+
 def main(argv):
     if argv[0] == "fill":
         fill(argv[1], argv[3], argv[4])  # argv[2] (filler name) only labels the call
     elif argv[0] == "train":
         train(argv[1], argv[2], int(argv[3]), int(argv[4]), argv[5], argv[6] if len(argv) > 6 else None)
+    elif argv[0] == "agree":
+        agree(*argv[1:7])
     elif argv[0] == "original":
         original(argv[1], argv[2], argv[3], argv[4], argv[5:])
     else:

@@ -20,6 +20,11 @@ fine-tunings (solver seed s).
                                        [--finetune-iters 300]
 
 Prints a table (mean +/- std over seeds) and writes JSON (out/rescale_pretrained/).
+
+``--agreement`` (issue 16, exact rescaling) skips fine-tuning: each pretrained model is
+re-parameterized with fc3 x k / fc4 / k, rescaled by ``magic_init --load``, and both are run in real
+Caffe on the 1000 test images: the share of identical predictions and the largest relative output
+deviation after removing the common factor (the function must be kept exactly: 100 %, < 1e-5).
 """
 from __future__ import annotations
 
@@ -40,12 +45,13 @@ from magic_init.io import read_caffemodel, write_caffemodel  # noqa: E402
 SCALED_UP, SCALED_DOWN = "conv2", "fc3"  # only ReLU + max pooling between them
 
 
-def scale_pair(src: Path, dst: Path, factor: float):
-    """dst = src with SCALED_UP's W, b x factor and SCALED_DOWN's W / factor (same function)."""
+def scale_pair(src: Path, dst: Path, factor: float, up=SCALED_UP, down=SCALED_DOWN):
+    """dst = src with ``up``'s W, b x factor and ``down``'s W / factor (same function when only
+    positively homogeneous layers lie between them)."""
     model = read_caffemodel(str(src))
     weights = model.weights
-    weights[SCALED_UP] = [w * np.float32(factor) for w in weights[SCALED_UP]]
-    weights[SCALED_DOWN] = [weights[SCALED_DOWN][0] / np.float32(factor)] + weights[SCALED_DOWN][1:]
+    weights[up] = [w * np.float32(factor) for w in weights[up]]
+    weights[down] = [weights[down][0] / np.float32(factor)] + weights[down][1:]
     write_caffemodel(str(dst), model.net, weights)
 
 
@@ -101,6 +107,31 @@ def run_seed(work, args, list_path, seed: int, factor: float) -> dict:
     return results
 
 
+def agreement(work, model_a: Path, model_b: Path) -> dict:
+    """Predictions of two models of the small net on the test images in real Caffe (fashion_caffe.py agree)."""
+    out = model_b.with_suffix(".agree.json")
+    tfl.caffe_run("python3", "bench/fashion_caffe.py", "agree", work.chroot(tfl.train_prototxt(work, "gaussian")),
+                  work.chroot(model_a), work.chroot(model_b), "fc4", "10", work.chroot(out))
+    return json.loads(out.read_text())
+
+
+def agreement_seed(work, args, list_path, seed: int, factor: float) -> dict:
+    """fc3 x factor / fc4 / factor of the seed's pretrained model, rescaled; agreement with the scaled input."""
+    d = work.host / "rescale"
+    d.mkdir(exist_ok=True)
+    init = tfl.InitMaker(work, list_path)("small", args.init, False, seed)
+    pretrained = d / ("pretrained_%s_it%d_s%d.caffemodel" % (args.init, args.pretrain_iters, seed))
+    tfl.train_run(work, init, seed, args.pretrain_iters, args.pretrain_iters,
+                  "pretrain_%s_it%d_s%d" % (args.init, args.pretrain_iters, seed), snapshot=pretrained)
+    scaled = d / ("scaled_fc3fc4_x%g_s%d.caffemodel" % (factor, seed))
+    fixed = d / ("scaled_fc3fc4_x%g_fixed_s%d.caffemodel" % (factor, seed))
+    if not scaled.exists():
+        scale_pair(pretrained, scaled, factor, up="fc3", down="fc4")
+    rescale_with_magic_init(work, scaled, fixed, list_path, seed)
+    return {"scaled_vs_pretrained": agreement(work, pretrained, scaled),
+            "rescaled_vs_scaled": agreement(work, scaled, fixed)}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--factors", default="10,100", help="comma-separated scale factors")
@@ -110,12 +141,29 @@ def main(argv=None):
     ap.add_argument("--eval-every", type=int, default=50)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--jobs", type=int, default=2, help="seeds run side by side (1 core each)")
+    ap.add_argument("--agreement", action="store_true",
+                    help="no fine-tuning: fc3 x k / fc4 / k, rescaled; predictions compared in real Caffe")
     ap.add_argument("--out", default=str(tfl.REPO / "out" / "rescale_pretrained"))
     args = ap.parse_args(argv)
     factors = [float(f) for f in args.factors.split(",")]
     work = tfl.Work()
     list_path, _ = tfl.prepare_data(work, 1000, 1000)
     t0 = time.time()
+    if args.agreement:
+        results = {"x%g" % f: {"seed%d" % s: agreement_seed(work, args, list_path, s, f) for s in range(args.seeds)}
+                   for f in factors}
+        for factor, by_seed in results.items():
+            for seed, r in by_seed.items():
+                print("%s %s: scaled vs pretrained %.2f %% agree (dev %.2g); rescaled vs scaled %.2f %% agree "
+                      "(dev %.2g, factor %.4g)" % (factor, seed, 100 * r["scaled_vs_pretrained"]["agreement"],
+                                                   r["scaled_vs_pretrained"]["deviation"],
+                                                   100 * r["rescaled_vs_scaled"]["agreement"],
+                                                   r["rescaled_vs_scaled"]["deviation"],
+                                                   r["rescaled_vs_scaled"]["factor"]))
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "rescale_agreement.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
+        return
 
     def one_seed(seed):  # one thread per seed: its factors share the seed's pretrained model
         return [run_seed(work, args, list_path, seed, factor) for factor in factors]

@@ -58,7 +58,8 @@ SCHEDULES = {"short": Schedule(300, 0.001, 50, None), "long": Schedule(1200, 0.0
 ARMS = ["caffe-gaussian", "caffe-xavier", "caffe-msra", "orig-kmeans", "orig-elwise",
         "ours-gaussian", "ours-pca", "ours-kmeans"]
 INITS = ARMS  # rescale_pretrained.py's name for the arms it can pretrain from
-DEFAULT_ARM = ("ours-kmeans", True)  # what `magic_init --init kmeans` does by default
+#: Our arms judged against the rivals: the CLI's default (`magic_init`: gaussian + both steps) and k-means.
+JUDGED_ARMS = (("ours-gaussian", True), ("ours-kmeans", True))
 
 
 def caffe_env_root() -> Path:
@@ -209,8 +210,8 @@ class InitMaker:
         if kind == "caffe":
             base = out.with_name("%s_s%d.caffemodel" % (arm, seed))
             if not base.exists():
-                caffe_run("python3", "bench/fashion_caffe.py", "fill", self.work.chroot(train_prototxt(self.work, name, net)),
-                          name, str(seed), self.work.chroot(base))
+                prototxt = self.work.chroot(train_prototxt(self.work, name, net))
+                caffe_run("python3", "bench/fashion_caffe.py", "fill", prototxt, name, str(seed), self.work.chroot(base))
             if alg2:
                 magic_init(out, self.list_path, self.work, seed, "--load", str(base), "--no-within-layer", net=net)
         elif kind == "orig":
@@ -335,14 +336,16 @@ def summarize(results: dict) -> list:
     return rows
 
 
-def print_table(rows, title):
-    print("\n### %s\n" % title)
-    print("| init | Alg. 2 | final test acc (mean ± std) | @%d | diverged | seeds |" % rows[0]["early_iter"])
-    print("|---|---|---|---|---|---|")
+def table_lines(rows, title):
+    """Markdown: one row per arm with final accuracy (mean ± std), accuracy at the first check, diverged runs."""
+    lines = ["### %s" % title, "",
+             "| init | Alg. 2 | final test acc (mean ± std) | @%d | diverged | seeds |" % rows[0]["early_iter"],
+             "|---|---|---|---|---|---|"]
     for r in rows:
-        print("| %s | %s | %.2f ± %.2f %% | %.1f %% | %d | %d |" % (
+        lines.append("| %s | %s | %.2f ± %.2f %% | %.1f %% | %d | %d |" % (
             r["init"], "yes" if r["alg2"] else "no", 100 * r["final_mean"], 100 * r["final_std"],
             100 * r["early_mean"], r["diverged"], r["seeds"]))
+    return lines
 
 
 def checkpoint_rows(results: dict) -> list:
@@ -357,32 +360,52 @@ def checkpoint_rows(results: dict) -> list:
     return rows
 
 
-def print_checkpoints(rows):
+def checkpoint_lines(rows):
+    """Markdown: accuracy (mean ± std) at a few iterations along the schedule, per arm."""
     shown = list(rows[0]["at"])
-    print("\n| init | Alg. 2 | " + " | ".join("@%d" % it for it in shown) + " |")
-    print("|---|---|" + "---|" * len(shown))
+    lines = ["| init | Alg. 2 | " + " | ".join("@%d" % it for it in shown) + " |", "|---|---|" + "---|" * len(shown)]
     for r in rows:
-        print("| %s | %s | %s |" % (r["init"], "yes" if r["alg2"] else "no",
-                                    " | ".join("%.1f ± %.1f" % (100 * m, 100 * s) for m, s in r["at"].values())))
+        cells = " | ".join("%.1f ± %.1f" % (100 * m, 100 * s) for m, s in r["at"].values())
+        lines.append("| %s | %s | %s |" % (r["init"], "yes" if r["alg2"] else "no", cells))
+    return lines
 
 
-def verdict(rows, default=DEFAULT_ARM) -> dict:
-    """Our default arm against the best Caffe filler and the best original arm, with the seed spread."""
+def verdict_line(judged):
+    """Markdown: our default arm against the best filler and the best original arm."""
+    parts = ["**%s %.2f ± %.2f %%**" % (judged["ours"], 100 * judged["ours_mean"], 100 * judged["ours_std"])]
+    for label in ("filler", "original", "original, same init"):
+        if label in judged:
+            j = judged[label]
+            parts.append("best %s %s %.2f ± %.2f %%: %+.2f points, %s" % (
+                label, j["best"], 100 * j["mean"], 100 * j["std"], 100 * j["margin"], j["outcome"]))
+    return "Verdict: " + "; ".join(parts) + "."
+
+
+#: The original's arm with the same weight init as ours (its "elwise" is a gaussian draw).
+SAME_INIT_IN_ORIGINAL = {"ours-gaussian": "orig-elwise", "ours-kmeans": "orig-kmeans"}
+
+
+def verdict(rows, default=JUDGED_ARMS[0]) -> dict:
+    """Our arm ``default`` against the best Caffe filler, the best original arm and the original arm
+    with the same init (all with the seed spread: "within" when |margin| <= the larger std)."""
     by = {(r["init"], r["alg2"]): r for r in rows}
     if default not in by:
         return {}
     ours = by[default]
     out = {"ours": arm_tag(*default), "ours_mean": ours["final_mean"], "ours_std": ours["final_std"]}
-    for label, prefix in (("filler", "caffe-"), ("original", "orig-")):
-        rivals = [r for r in rows if r["init"].startswith(prefix)]
+    same = SAME_INIT_IN_ORIGINAL.get(default[0])
+    for label, pick in (("filler", lambda r: r["init"].startswith("caffe-")),
+                        ("original", lambda r: r["init"].startswith("orig-")),
+                        ("original, same init", lambda r: (r["init"], r["alg2"]) == (same, default[1]))):
+        rivals = [r for r in rows if pick(r)]
         if not rivals:
             continue
         best = max(rivals, key=lambda r: r["final_mean"])
         margin = ours["final_mean"] - best["final_mean"]
         spread = max(ours["final_std"], best["final_std"])
+        outcome = "within seed spread" if abs(margin) <= spread else ("ahead" if margin > 0 else "behind")
         out[label] = {"best": arm_tag(best["init"], best["alg2"]), "mean": best["final_mean"],
-                      "std": best["final_std"], "margin": margin,
-                      "outcome": "within seed spread" if abs(margin) <= spread else ("ahead" if margin > 0 else "behind")}
+                      "std": best["final_std"], "margin": margin, "outcome": outcome}
     return out
 
 
@@ -403,7 +426,8 @@ def plot_curves(results: dict, path: Path, title: str):
         ax.set_title("with Alg. 2 (between-layer)" if alg2 else "without Alg. 2")
         ax.set_xlabel("SGD iteration (batch 32)")
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", fontsize=7)
+        if ax.get_lines():
+            ax.legend(loc="lower right", fontsize=7)
     axes[0].set_ylabel("test accuracy (%)")
     fig.suptitle(title)
     fig.tight_layout()
@@ -412,9 +436,11 @@ def plot_curves(results: dict, path: Path, title: str):
 
 
 def report(results: dict, out: Path, args, seconds: float) -> dict:
-    """Tables, verdicts, plots and JSON for every (net, schedule) that has runs."""
+    """Tables, verdicts, plots and JSON for every (net, schedule) that has runs; the tables are also
+    written as train_few_labels.md (what docs/TRAINING.md quotes)."""
     out.mkdir(parents=True, exist_ok=True)
     payload = {"args": vars(args), "seconds": seconds, "load_average": os.getloadavg(), "suites": {}}
+    markdown = []
     for net in NETS:
         for schedule in SCHEDULES:
             part = {c: r for c, r in results.items() if c.net == net and c.schedule == schedule}
@@ -424,20 +450,20 @@ def report(results: dict, out: Path, args, seconds: float) -> dict:
             title = "%s net, %s schedule (%d steps, lr %g%s)" % (
                 net, schedule, s.iters, s.base_lr, ", x0.1 after %d" % s.stepsize if s.stepsize else "")
             rows = summarize(part)
-            print_table(rows, title)
             checkpoints = checkpoint_rows(part)
-            print_checkpoints(checkpoints)
-            judged = verdict(rows)
-            if judged:
-                print("\nverdict:", json.dumps(judged, default=float))
+            judged = [v for v in (verdict(rows, arm) for arm in JUDGED_ARMS) if v]
             png = out / ("curves_%s_%s.png" % (net, schedule))
+            markdown += table_lines(rows, title) + [""] + checkpoint_lines(checkpoints) + [""]
+            markdown += [line for v in judged for line in (verdict_line(v), "")] + ["![%s](%s)" % (title, png.name), ""]
             plot_curves(part, png, "Fashion-MNIST, %d labels, real Caffe SGD: %s" % (args.n, title))
             payload["suites"]["%s/%s" % (net, schedule)] = {
                 "title": title, "rows": rows, "checkpoints": checkpoints, "verdict": judged, "plot": png.name,
                 "runs": {run_tag(c): r for c, r in sorted(part.items())}}
+    print("\n".join(markdown))
+    (out / "train_few_labels.md").write_text("\n".join(markdown))
     path = out / "train_few_labels.json"
     path.write_text(json.dumps(payload, indent=1, default=float))
-    print("wrote %s and curves_*.png" % path)
+    print("wrote %s, train_few_labels.md and curves_*.png" % path)
     return payload
 
 

@@ -194,7 +194,8 @@ def init_command(prototxt, output, **kw):
     if kw["between_layer"]:
         passes.append(BetweenLayer(alpha=kw["alpha"], max_iter=kw["max_iter"], tol=math.log1p(kw["tol"]),
                                    seed=kw["seed"] + 1, rounds=1 if kw["fast"] else kw["rounds"], rate=kw["rate"],
-                                   exact=not within, verify=verbose >= 1, dropout=kw["rate_dropout"]))  # no Alg. 1: keep the function
+                                   # without Algorithm 1 the loaded model is rescaled: keep its function exactly
+                                   exact=not within, verify=verbose >= 1, dropout=kw["rate_dropout"]))
     run_passes(net, sample.data, passes, batch_size=kw["batch_size"], progress=progress)
     load.save_model(output, model, net)
     log.info("wrote %s", output)

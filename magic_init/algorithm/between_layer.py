@@ -94,9 +94,10 @@ class BetweenLayer:
 
     ``verify``: after the last analytic step, measure the change rates once more (one more
     forward+backward pass with the same RateMeter, its generator reset to the state of the last
-    round's measurement: the same random draws, η included, so that measured minus predicted is the
-    analytic update's error alone, not the sampling noise of a fresh η); reported as ``rate_measured`` and ``spread_measured``. When the
-    last round made no step, its own measurement already is that measurement.
+    round's measurement: the same random draws, η and dropout masks included, so that measured minus
+    predicted is the analytic update's error alone, not the sampling noise of fresh draws); reported
+    as ``rate_measured`` and ``spread_measured``. When the last round made no step, its own
+    measurement already is that measurement.
 
     The report: ``iterations``, ``scale`` (Δ_k per layer), ``rate_before``, ``rate_after``
     (predicted), ``spread_before``, ``spread_predicted`` (max/min of C̃_k over the free layers),

@@ -79,9 +79,10 @@ def test_verdict_compares_the_default_with_the_best_filler_and_original():
     rows = [row("caffe-msra", False, 0.80, 0.01), row("caffe-xavier", False, 0.82, 0.01),
             row("orig-kmeans", True, 0.83, 0.005), row("orig-elwise", True, 0.81, 0.01),
             row("ours-kmeans", True, 0.835, 0.01)]
-    judged = tfl.verdict(rows)
+    judged = tfl.verdict(rows, ("ours-kmeans", True))
     assert judged["filler"]["best"] == "caffe-xavier" and judged["filler"]["outcome"] == "ahead"
     assert judged["original"]["best"] == "orig-kmeans+alg2"
     assert judged["original"]["outcome"] == "within seed spread"      # +0.005 <= max std 0.01
     rows[-1] = row("ours-kmeans", True, 0.70, 0.01)
-    assert tfl.verdict(rows)["original"]["outcome"] == "behind"
+    assert tfl.verdict(rows, ("ours-kmeans", True))["original"]["outcome"] == "behind"
+    assert tfl.verdict(rows) == {}                          # the default arm (ours-gaussian) has no row

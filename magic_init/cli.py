@@ -149,7 +149,7 @@ def cli():
 @click.option("--data-driven-fc", is_flag=True,
               help="Apply pca/zca/kmeans/rand to fully connected layers too (default: convolutions only, "
                    "gaussian rows for fully connected layers, as in the paper's §3.3).")
-@click.option("--whitening-eps", default=1e-3, show_default=True, type=click.FloatRange(0, min_open=True),
+@click.option("--whitening-eps", default=1e-3, show_default=True, type=float,
               help="Whitening regularization of pca/zca/kmeans/rand: ε added to the patch covariance's "
                    "eigenvalues, relative to their mean (larger: smoother filters).")
 @click.option("--stats-dropout/--no-stats-dropout", default=False, show_default=True,
@@ -177,6 +177,8 @@ def init_command(prototxt, output, **kw):
     load.check_writable(output)
     if kw["alpha"] <= 0:
         raise click.BadParameter("must be in (0, 1]", param_hint="--alpha")
+    if not kw["whitening_eps"] > 0:       # click 7 (the real-Caffe environment) has no open FloatRange
+        raise click.BadParameter("must be > 0", param_hint="--whitening-eps")
     within = kw["within_layer"] if kw["within_layer"] is not None else not kw["load"]
     if not within and not kw["between_layer"]:
         raise click.UsageError("nothing to do: both Algorithm 1 (--within-layer, off by default with --load) "

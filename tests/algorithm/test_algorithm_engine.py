@@ -118,3 +118,15 @@ def test_stats_dropout_normalizes_the_outputs_training_sees(sample):
     assert fc4_std(noisy, True) == pytest.approx(1.0, abs=0.15)
     assert fc4_std(noisy, False) < 0.85
     assert fc4_std(plain, False) == pytest.approx(1.0, abs=0.02)
+
+
+def test_same_seed_same_weights_with_dropout_in_both_steps(sample):
+    """Dropout masks come from seeded generators: a fixed seed still gives identical weights."""
+    weights = []
+    for _ in range(2):
+        net = tiny()
+        initialize(net, sample, init="kmeans", seed=5, stats_dropout=True, max_iter=3)
+        weights.append({name: [b.data.copy() for b in blobs] for name, blobs in net.params.items()})
+    for name, blobs in weights[0].items():
+        for a, b in zip(blobs, weights[1][name]):
+            np.testing.assert_array_equal(a, b)

@@ -78,14 +78,21 @@ MODELS = ("original", "scaled", "scaled + magic_init --load", "original + magic_
 LAYERS = ("conv1", "conv2", "fc3", "fc4")
 
 
-def run_seed(work, args, list_path, seed: int, factor: float) -> dict:
-    """The four fine-tunings of one (seed, factor): {model: result with curve, norms, changes}."""
+def pretrained_model(work, args, list_path, seed: int):
+    """(work folder for rescaling, the seed's pretrained model): ``args.init`` trained
+    ``args.pretrain_iters`` steps in real Caffe (cached)."""
     d = work.host / "rescale"
     d.mkdir(exist_ok=True)
     init = tfl.InitMaker(work, list_path)("small", args.init, False, seed)
     pretrained = d / ("pretrained_%s_it%d_s%d.caffemodel" % (args.init, args.pretrain_iters, seed))
     tfl.train_run(work, init, seed, args.pretrain_iters, args.pretrain_iters,
                   "pretrain_%s_it%d_s%d" % (args.init, args.pretrain_iters, seed), snapshot=pretrained)
+    return d, pretrained
+
+
+def run_seed(work, args, list_path, seed: int, factor: float) -> dict:
+    """The four fine-tunings of one (seed, factor): {model: result with curve, norms, changes}."""
+    d, pretrained = pretrained_model(work, args, list_path, seed)
     scaled = d / ("scaled_x%g_s%d.caffemodel" % (factor, seed))
     if not scaled.exists():
         scale_pair(pretrained, scaled, factor)
@@ -117,12 +124,7 @@ def agreement(work, model_a: Path, model_b: Path) -> dict:
 
 def agreement_seed(work, args, list_path, seed: int, factor: float) -> dict:
     """fc3 x factor / fc4 / factor of the seed's pretrained model, rescaled; agreement with the scaled input."""
-    d = work.host / "rescale"
-    d.mkdir(exist_ok=True)
-    init = tfl.InitMaker(work, list_path)("small", args.init, False, seed)
-    pretrained = d / ("pretrained_%s_it%d_s%d.caffemodel" % (args.init, args.pretrain_iters, seed))
-    tfl.train_run(work, init, seed, args.pretrain_iters, args.pretrain_iters,
-                  "pretrain_%s_it%d_s%d" % (args.init, args.pretrain_iters, seed), snapshot=pretrained)
+    d, pretrained = pretrained_model(work, args, list_path, seed)
     scaled = d / ("scaled_fc3fc4_x%g_s%d.caffemodel" % (factor, seed))
     fixed = d / ("scaled_fc3fc4_x%g_fixed_s%d.caffemodel" % (factor, seed))
     if not scaled.exists():

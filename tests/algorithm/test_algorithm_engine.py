@@ -8,6 +8,7 @@ import pytest
 
 pytest.importorskip("torch")
 
+from batched import forward_batches  # noqa: E402
 from magic_init.algorithm import initialize, rescale  # noqa: E402
 from magic_init.algorithm.rates import RateMeter  # noqa: E402
 from magic_init.algorithm.runner import SampleRunner  # noqa: E402
@@ -39,15 +40,6 @@ def sample():
     return (np.random.default_rng(0).standard_normal((48, 3, 32, 32)) * 50).astype(np.float32)
 
 
-def forward_all(net, x, blob="fc4"):
-    out = []
-    for i in range(0, len(x), 16):
-        net.blobs["data"].data[...] = x[i:i + 16]
-        net.forward()
-        out.append(net.blobs[blob].data.copy())
-    return np.concatenate(out)
-
-
 @pytest.mark.parametrize("init", ["gaussian", "kmeans"])
 def test_within_layer_on_the_engine(init, sample):
     net = tiny()
@@ -67,9 +59,9 @@ def test_kmeans_falls_back_for_an_inner_product_wider_than_the_sample(sample):
 
 def test_rescale_keeps_a_homogeneous_net_up_to_a_positive_factor(sample):
     net = tiny(homogeneous=True, zero=False)      # the prototxt's gaussian σ=0.01 fillers
-    before = forward_all(net, sample)
+    before = forward_batches(net, sample, "fc4", 16)
     report = rescale(net, sample, max_iter=30)["BetweenLayer"]
-    np.testing.assert_allclose(forward_all(net, sample), before * report["output_scale"],
+    np.testing.assert_allclose(forward_batches(net, sample, "fc4", 16), before * report["output_scale"],
                                rtol=1e-3, atol=1e-6 * np.abs(before).max())
 
 
@@ -107,9 +99,9 @@ def test_stats_dropout_normalizes_the_outputs_training_sees(sample):
     smaller one in the deterministic TEST phase; without it, unit std in TEST phase."""
     def fc4_std(net, dropout):
         if not dropout:
-            return forward_all(net, sample).std(axis=0).mean()
+            return forward_batches(net, sample, "fc4", 16).std(axis=0).mean()
         with net.train_dropout(seed=11):
-            return forward_all(net, sample).std(axis=0).mean()
+            return forward_batches(net, sample, "fc4", 16).std(axis=0).mean()
 
     noisy = tiny()
     initialize(noisy, sample, between_layer=False, stats_dropout=True, seed=3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from batched import forward_batches
 from fakenet import FakeNet, small_convnet
 from magic_init.algorithm import rescale
 from magic_init.algorithm.between_layer import BetweenLayer, spread
@@ -24,15 +25,6 @@ def gaussian_net(net, std=0.01, seed=0, boost=None):
     return net
 
 
-def outputs(net, x, blob, batch=8):
-    result = []
-    for i in range(0, len(x), batch):
-        net.blobs["data"].data[...] = x[i:i + batch]
-        net.forward()
-        result.append(net.blobs[blob].data.copy())
-    return np.concatenate(result)
-
-
 def measured_rates(net, x, seed=3, definition="gradient"):
     meter = RateMeter(net, seed=seed, definition=definition)
     return {k: v.rate() for k, v in meter.measure(SampleRunner(net, x, 8)).items()}
@@ -48,9 +40,9 @@ def test_rates_within_2x_after_rescaling_a_gaussian_init():
 
 def test_homogeneous_net_keeps_its_function_up_to_a_positive_factor():
     net, x = gaussian_net(small_convnet(), boost={"conv1": 30.0}), sample()
-    before = outputs(net, x, "fc4")
+    before = forward_batches(net, x, "fc4", 8)
     report = rescale(net, x, batch_size=8, max_iter=30)["BetweenLayer"]
-    ratio = outputs(net, x, "fc4") / before
+    ratio = forward_batches(net, x, "fc4", 8) / before
     np.testing.assert_allclose(ratio, report["output_scale"], rtol=1e-3)
     assert report["output_scale"] > 0
     assert max(report["scale"].values()) / min(report["scale"].values()) > 2      # it did rescale
@@ -84,10 +76,10 @@ def sigmoid_net():
 
 def test_layer_below_a_sigmoid_is_pinned_and_function_kept():
     net, x = gaussian_net(sigmoid_net(), std=0.3), sample(shape=(5,))
-    before = outputs(net, x, "fc3")
+    before = forward_batches(net, x, "fc3", 8)
     report = rescale(net, x, batch_size=8)["BetweenLayer"]
     assert report["pinned"] == ["fc1"] and report["scale"]["fc1"] == 1.0
-    np.testing.assert_allclose(outputs(net, x, "fc3") / before, report["output_scale"], rtol=1e-3)
+    np.testing.assert_allclose(forward_batches(net, x, "fc3", 8) / before, report["output_scale"], rtol=1e-3)
 
 
 def residual_net():
@@ -105,10 +97,10 @@ def test_eltwise_ties_the_summed_layers_and_keeps_the_function():
     net, x = gaussian_net(residual_net(), std=0.3, boost={"fc2": 50.0}), sample(shape=(5,))
     graph = ScaleGraph(net, len(net.layer_names) - 1)
     assert graph.group(0) == graph.group(2) != graph.group(1)
-    before = outputs(net, x, "fc4")
+    before = forward_batches(net, x, "fc4", 8)
     report = rescale(net, x, batch_size=8)["BetweenLayer"]
     assert report["scale"]["fc1"] == report["scale"]["fc3"]
-    np.testing.assert_allclose(outputs(net, x, "fc4") / before, report["output_scale"], rtol=1e-3)
+    np.testing.assert_allclose(forward_batches(net, x, "fc4", 8) / before, report["output_scale"], rtol=1e-3)
 
 
 def test_columns_of_an_inner_product_follow_the_flattened_channels():

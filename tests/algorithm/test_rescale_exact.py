@@ -20,6 +20,7 @@ import pytest
 
 pytest.importorskip("torch")
 
+from batched import forward_batches  # noqa: E402
 from magic_init.algorithm import BetweenLayer, rescale, run_passes  # noqa: E402
 from magic_init.engine import Net  # noqa: E402
 from magic_init.io import read_caffemodel, read_prototxt, write_caffemodel  # noqa: E402
@@ -63,15 +64,6 @@ def set_weights(net, weights):
             blob.data[...] = array
 
 
-def forward_all(net, x, blob, batch):
-    out = []
-    for i in range(0, len(x), batch):
-        net.blobs["data"].data[...] = x[i:i + batch]
-        net.forward()
-        out.append(net.blobs[blob].data.copy())
-    return np.concatenate(out)
-
-
 # conv1 x 10 puts LRN's α/n·Σx² well above float precision against k = 1 on [0, 1] pixels, so that
 # passing LRN (exact=False) visibly changes the function.
 FASHION_BOOST = {"conv1": 10.0}
@@ -92,9 +84,9 @@ def pixels(n, seed=1, shape=(1, 28, 28)):
 def rescaled_deviation(net, weights, x, blob, batch, exact):
     """Load ``weights``, run Algorithm 2 alone, return (report, deviation, same argmax)."""
     set_weights(net, weights)
-    before = forward_all(net, x, blob, batch)
+    before = forward_batches(net, x, blob, batch)
     report = run_passes(net, x, [BetweenLayer(seed=1, exact=exact)], batch_size=batch)["BetweenLayer"]
-    after = forward_all(net, x, blob, batch)
+    after = forward_batches(net, x, blob, batch)
     c, dev = deviation(before, after)
     same = bool((before.argmax(axis=1) == after.argmax(axis=1)).all())
     return report, c, dev, same
@@ -104,10 +96,10 @@ def test_rescale_keeps_fashion_small_exactly_and_holds_conv1_at_the_lrn(caplog):
     net, x = fashion_net(), pixels(32)
     weights = reparameterize(random_weights(net, boost=FASHION_BOOST), "fc3", "fc4")
     set_weights(net, weights)
-    before = forward_all(net, x, "fc4", 16)
+    before = forward_batches(net, x, "fc4", 16)
     with caplog.at_level(logging.INFO, logger="magic_init"):
         report = rescale(net, x, batch_size=16)["BetweenLayer"]
-    after = forward_all(net, x, "fc4", 16)
+    after = forward_batches(net, x, "fc4", 16)
     c, dev = deviation(before, after)
     print("\nfashion_small exact: factor %.6g, deviation %.3g" % (c, dev))
     assert c > 0 and dev < TOLERANCE
@@ -225,7 +217,7 @@ def test_cli_load_rescales_exactly_and_says_what_it_held(tmp_path):
     outputs = []
     for path in (source, target):
         set_weights(net, read_caffemodel(str(path)).weights)
-        outputs.append(forward_all(net, x, "fc4", 8))
+        outputs.append(forward_batches(net, x, "fc4", 8))
     c, dev = deviation(*outputs)
     print("\nCLI --load, engine: factor %.6g, deviation %.3g" % (c, dev))
     assert c > 0 and dev < TOLERANCE

@@ -137,7 +137,7 @@ def agreement_seed(work, args, list_path, seed: int, factor: float) -> dict:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--factors", default="10,100", help="comma-separated scale factors")
-    ap.add_argument("--init", default="caffe-msra", choices=tfl.INITS, help="init of the pretrained run")
+    ap.add_argument("--init", default="caffe-msra", choices=tfl.ARMS, help="init of the pretrained run")
     ap.add_argument("--pretrain-iters", type=int, default=150)
     ap.add_argument("--finetune-iters", type=int, default=300)
     ap.add_argument("--eval-every", type=int, default=50)

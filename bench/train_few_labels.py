@@ -57,7 +57,6 @@ SCHEDULES = {"short": Schedule(300, 0.001, 50, None), "long": Schedule(1200, 0.0
 #: The arms of the suite (each with and without Alg. 2).
 ARMS = ["caffe-gaussian", "caffe-xavier", "caffe-msra", "orig-kmeans", "orig-elwise",
         "ours-gaussian", "ours-pca", "ours-kmeans"]
-INITS = ARMS  # rescale_pretrained.py's name for the arms it can pretrain from
 #: Our arms judged against the rivals: the CLI's default (`magic_init`: gaussian + both steps) and k-means.
 JUDGED_ARMS = (("ours-gaussian", True), ("ours-kmeans", True))
 

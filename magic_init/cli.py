@@ -152,9 +152,11 @@ def cli():
 @click.option("--whitening-eps", default=1e-3, show_default=True, type=float,
               help="Whitening regularization of pca/zca/kmeans/rand: ε added to the patch covariance's "
                    "eigenvalues, relative to their mean (larger: smoother filters).")
-@click.option("--stats-dropout/--no-stats-dropout", default=False, show_default=True,
+@click.option("--stats-dropout/--no-stats-dropout", default=True, show_default=True,
               help="Algorithm 1 normalizes each layer's outputs with Dropout active, as training runs "
-                   "(the original tool's TRAIN-phase statistics); off: deterministic TEST-phase statistics.")
+                   "(the original tool's TRAIN-phase statistics); --no-stats-dropout: deterministic "
+                   "TEST-phase statistics, which leave the layers above a dropout layer with a larger "
+                   "output variance in training.")
 @click.option("--zero-all", is_flag=True, help="Re-initialize every affine layer, even those with weights.")
 @click.option("--zero-from", metavar="LAYER", help="Re-initialize LAYER and every affine layer after it.")
 @click.option("--memory-limit", default=1024, show_default=True, type=click.IntRange(16), metavar="MB",

@@ -49,7 +49,7 @@ def run_passes(net, sample, passes, batch_size=16, progress=False):
 def initialize(net, sample, init="gaussian", beta=0.1, between_layer=True, alpha=0.25, max_iter=10,
                tol=DEFAULT_TOL, batch_size=16, zero_all=False, zero_from=None, seed=0,
                max_patches=10000, max_patch_mb=256, rounds=2, rate="gradient", progress=False, verify=False,
-               data_driven_fc=False, rate_dropout=True, stats_dropout=False):
+               data_driven_fc=False, rate_dropout=True, stats_dropout=True):
     """Algorithm 1 on the selected affine layers (all-zero ones; ``zero_all``; from ``zero_from``),
     then, with ``between_layer``, Algorithm 2 on all affine layers (LRN passed approximately:
     the net is being initialized, its function need not be kept). ``verify``: Algorithm 2

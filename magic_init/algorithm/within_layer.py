@@ -16,9 +16,11 @@ convolutional layers"). Whitened rows from a few hundred sample vectors amplify 
 the sample barely spans: they have unit output variance on the sample but a large norm, and
 dropout noise in those directions (training) then inflates the layer's output.
 
-With ``dropout`` the sample is carried through Dropout layers as in training (one seeded mask per
-image), so μ and σ are those a layer's outputs have under training's dropout noise (the original
-code's TRAIN-phase statistics); by default they are the deterministic TEST-phase ones.
+With ``dropout`` (the default) the sample is carried through Dropout layers as in training (one
+seeded mask per image), so μ and σ are those a layer's outputs have under training's dropout noise
+(the original code's TRAIN-phase statistics). Without it they are the deterministic TEST-phase
+ones, and in training a layer above a dropout layer with keep probability q sees inputs whose
+second moment is 1/q times larger: its outputs, and the loss's gradients, are inflated.
 """
 from __future__ import annotations
 
@@ -96,7 +98,7 @@ class WithinLayer:
     """Algorithm 1 as a pass: ``WithinLayer(init='kmeans', beta=0.1)(net, runner) -> [layer reports]``."""
 
     def __init__(self, init="gaussian", beta=0.1, zero_all=False, zero_from=None, seed=0,
-                 max_patches=10000, max_patch_mb=256, data_driven_fc=False, dropout=False,
+                 max_patches=10000, max_patch_mb=256, data_driven_fc=False, dropout=True,
                  whitening_eps=weight_init.WHITENING_EPS):
         weight_init.check_kind(init)
         self.init, self.beta = init, beta

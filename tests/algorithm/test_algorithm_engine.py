@@ -42,8 +42,9 @@ def sample():
 
 @pytest.mark.parametrize("init", ["gaussian", "kmeans"])
 def test_within_layer_on_the_engine(init, sample):
+    """In TEST-phase statistics every layer's outputs have mean β and unit std on the sample."""
     net = tiny()
-    report = initialize(net, sample, init=init, between_layer=False)
+    report = initialize(net, sample, init=init, between_layer=False, stats_dropout=False)
     inits = [r["init"] for r in report["WithinLayer"]]
     assert inits == [init, init, "gaussian", "gaussian"]           # data-driven inits on convolutions only
     for layer in measure(net, sample)["layers"]:
@@ -95,8 +96,8 @@ def test_rates_are_measured_with_dropout_active_by_default(sample):
 
 
 def test_stats_dropout_normalizes_the_outputs_training_sees(sample):
-    """With stats_dropout, fc4 (above a p = 0.5 dropout) has unit std under dropout noise, and so a
-    smaller one in the deterministic TEST phase; without it, unit std in TEST phase."""
+    """With stats_dropout (the default), fc4 (above a p = 0.5 dropout) has unit std under dropout
+    noise, and so a smaller one in the deterministic TEST phase; without it, unit std in TEST phase."""
     def fc4_std(net, dropout):
         if not dropout:
             return forward_batches(net, sample, "fc4", 16).std(axis=0).mean()
@@ -104,9 +105,9 @@ def test_stats_dropout_normalizes_the_outputs_training_sees(sample):
             return forward_batches(net, sample, "fc4", 16).std(axis=0).mean()
 
     noisy = tiny()
-    initialize(noisy, sample, between_layer=False, stats_dropout=True, seed=3)
+    initialize(noisy, sample, between_layer=False, seed=3)
     plain = tiny()
-    initialize(plain, sample, between_layer=False, seed=3)
+    initialize(plain, sample, between_layer=False, stats_dropout=False, seed=3)
     assert fc4_std(noisy, True) == pytest.approx(1.0, abs=0.15)
     assert fc4_std(noisy, False) < 0.85
     assert fc4_std(plain, False) == pytest.approx(1.0, abs=0.02)
@@ -117,7 +118,7 @@ def test_same_seed_same_weights_with_dropout_in_both_steps(sample):
     weights = []
     for _ in range(2):
         net = tiny()
-        initialize(net, sample, init="kmeans", seed=5, stats_dropout=True, max_iter=3)
+        initialize(net, sample, init="kmeans", seed=5, max_iter=3)
         weights.append({name: [b.data.copy() for b in blobs] for name, blobs in net.params.items()})
     for name, blobs in weights[0].items():
         for a, b in zip(blobs, weights[1][name]):

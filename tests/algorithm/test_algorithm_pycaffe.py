@@ -38,7 +38,7 @@ n = net(False)
 for blobs in n.params.values():
     for b in blobs:
         b.data[...] = 0
-report = initialize(n, x, init="kmeans", between_layer=False)
+report = initialize(n, x, init="kmeans", between_layer=False, stats_dropout=False)  # TEST-phase statistics
 stats = {}
 for layer in ("conv1", "conv2", "fc3", "fc4"):
     n2 = n                                                # tops are overwritten in place by ReLU:

@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-# --no-rate-dropout: with Dropout active the change rates depend on each backend's own random masks
-# (torch's and Caffe's generators), so only the deterministic measurement can agree between them.
+# --no-rate-dropout --no-stats-dropout: with Dropout active the statistics and change rates depend on
+# each backend's own random masks (torch's and Caffe's generators), so only the deterministic
+# TEST-phase measurements can agree between them.
 ARGS = ["models/tiny.prototxt", None, "--data", "examples/images/list.txt", "--init", "kmeans",
-        "--num-images", "8", "--batch-size", "4", "--seed", "3", "-q", "--no-rate-dropout"]
+        "--num-images", "8", "--batch-size", "4", "--seed", "3", "-q", "--no-rate-dropout",
+        "--no-stats-dropout"]
 
 # Run in the chroot: load a caffemodel in caffe.Net and report each affine layer's output mean/std
 # over the same sample, preprocessed by our pipeline.

@@ -12,18 +12,56 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
+import signal
 import sys
 
 import click
 
 from magic_init import __version__
 from magic_init.errors import MagicInitError
-from magic_init.io import atomic_write
+from magic_init.io import STDOUT, atomic_write, check_output
 
 INITS = ("gaussian", "pca", "zca", "kmeans", "rand")
 FULL_MAX_PATCHES, FAST_MAX_PATCHES = 10000, 2000  # sample rows gathered per layer for data-driven inits
 RATE_DEFINITIONS = ("gradient", "eq4")   # magic_init.algorithm.rates.RATE_DEFINITIONS (not imported: fast --help)
 log = logging.getLogger("magic_init")
+
+
+class FiniteFloat(click.ParamType):
+    """A finite float, optionally bounded: ``low < x`` (or ``low <= x`` with ``closed``) and ``x <= high``.
+
+    NaN and Inf are refused at parse time: a NaN β, scale or mean turns every weight into NaN."""
+
+    name = "float"
+
+    def __init__(self, low=None, high=None, closed=True):
+        self.low, self.high, self.closed = low, high, closed
+
+    def convert(self, value, param, ctx):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail("%r is not a number" % (value,), param, ctx)
+        if not math.isfinite(number):
+            self.fail("%r is not a finite number" % (value,), param, ctx)
+        if self.low is not None and (number < self.low or (number == self.low and not self.closed)):
+            self.fail("%s is not %s %s" % (value, ">=" if self.closed else ">", self.low), param, ctx)
+        if self.high is not None and number > self.high:
+            self.fail("%s is not <= %s" % (value, self.high), param, ctx)
+        return number
+
+
+#: Seeds seed numpy, torch and Caffe's generators (Caffe's takes an unsigned 32-bit value; the
+#: algorithm also uses seed + 1).
+MAX_SEED = 2 ** 31 - 2
+DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:\d+)?)$")
+
+
+def _device(ctx, param, value):
+    if not DEVICE_PATTERN.match(value):
+        raise click.BadParameter("expected cpu, cuda or cuda:N, got %r" % value)
+    return value
 
 
 class DefaultCommandGroup(click.Group):
@@ -48,12 +86,13 @@ def _common_options(func):
         click.option("--num-images", default=160, show_default=True, type=click.IntRange(1), help="Images in the sample."),
         click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1), help="Images per forward pass."),
         click.option("--mean", metavar="B,G,R", help="Mean to subtract (overrides the prototxt's transform_param)."),
-        click.option("--scale", type=float, help="Multiply pixels by this after mean subtraction."),
+        click.option("--scale", type=FiniteFloat(), help="Multiply pixels by this after mean subtraction."),
         click.option("--size", metavar="H[,W]", help="Input size (overrides the net's input shape)."),
-        click.option("--seed", default=0, show_default=True, type=int, help="Seed for sampling and random inits."),
+        click.option("--seed", default=0, show_default=True, type=click.IntRange(0, MAX_SEED),
+                     help="Seed for sampling and random inits."),
         click.option("--backend", type=click.Choice(("auto", "caffe", "torch")), default="auto", show_default=True,
                      help="pycaffe when it imports (auto), or force one."),
-        click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
+        click.option("--device", default="cpu", show_default=True, callback=_device, help="cpu, cuda or cuda:N."),
         click.option("--rate-dropout/--no-rate-dropout", default=True, show_default=True,
                      help="Measure change rates (Algorithm 2, stats) with Dropout active, as training runs; "
                           "--no-rate-dropout: the deterministic TEST-phase net."),
@@ -80,12 +119,16 @@ def _setup_logging(quiet, verbose):
 
 
 def _parse_floats(text, what):
+    """Comma-separated finite numbers (``--mean``, ``--size``), or None."""
     if text is None:
         return None
     try:
-        return [float(v) for v in text.replace(" ", "").split(",") if v]
+        values = [float(v) for v in text.replace(" ", "").split(",") if v]
     except ValueError:
         raise click.BadParameter("expected comma-separated numbers, got %r" % text, param_hint=what)
+    if not all(math.isfinite(v) for v in values):
+        raise click.BadParameter("expected finite numbers, got %r" % text, param_hint=what)
+    return values
 
 
 def _parse_size(text):
@@ -97,22 +140,76 @@ def _parse_size(text):
     return (int(values[0]), int(values[-1]))
 
 
-def _model_net_and_sample(prototxt, kw, progress):
-    """The steps `init` and `stats` share: read the model, build the net, read the sample."""
+def _model_and_net(prototxt, kw):
+    """The first steps `init` and `stats` share: read the model, build the net."""
     from magic_init import load
 
-    size = _parse_size(kw["size"])
     model = load.read_model(prototxt, kw["load"])
     net = load.build_net(model, backend=kw["backend"], device=kw["device"], batch_size=kw["batch_size"],
-                         size=size)
-    sample = load.load_sample(net, model, data=kw["data"], root=kw["root"], num_images=kw["num_images"],
-                              batch_size=kw["batch_size"], mean=_parse_floats(kw["mean"], "--mean"),
-                              scale=kw["scale"], size=size, seed=kw["seed"], progress=progress)
-    return model, net, sample
+                         size=_parse_size(kw["size"]))
+    load.affine_layer_names(net)
+    return model, net
+
+
+def _sample(net, model, kw, progress):
+    """Read and preprocess the sample images for ``net``."""
+    from magic_init import load
+
+    return load.load_sample(net, model, data=kw["data"], root=kw["root"], num_images=kw["num_images"],
+                            batch_size=kw["batch_size"], mean=_parse_floats(kw["mean"], "--mean"),
+                            scale=kw["scale"], size=_parse_size(kw["size"]), seed=kw["seed"], progress=progress)
+
+
+def _within_layer_choice(kw, plan, verbose):
+    """Whether Algorithm 1 runs: by default when the plan initializes any layer. Logs what --load
+    matched; refuses --no-within-layer when it would leave layers the model lacks at zero."""
+    if kw["load"]:
+        _log_load_match(kw["load"], plan, verbose)
+    within = kw["within_layer"] if kw["within_layer"] is not None else bool(plan.initialize)
+    if not within and plan.new:
+        source = ("%s does not provide them" % kw["load"]) if kw["load"] else "nothing is loaded without --load"
+        raise click.UsageError("--no-within-layer would leave %s at zero: %s" % (_names(plan.new), source))
+    if not within and (kw["zero_all"] or kw["zero_from"]):
+        raise click.UsageError("--zero-all/--zero-from re-initialize layers, which needs Algorithm 1 (--within-layer)")
+    if not within and not kw["between_layer"]:
+        raise click.UsageError("nothing to do: both Algorithm 1 (--within-layer) and Algorithm 2 "
+                               "(--between-layer) are off")
+    return within
+
+
+def _log_load_match(path, plan, verbose):
+    """Say what the --load model provided: a warning when it matched no layer; names with -v."""
+    if not plan.loaded:
+        log.warning("%s shares no affine layer name with the net: nothing was loaded, every layer is "
+                    "initialized%s", path, "" if verbose else " (-v lists the names)")
+    else:
+        log.info("loaded %d of %d affine layers from %s; Algorithm 1 initializes %s", len(plan.loaded),
+                 len(plan.loaded) + len(plan.new), path, _names(plan.initialize) if plan.initialize else "none")
+    if verbose:
+        if plan.new:
+            log.info("affine layers %s does not provide: %s", path, _names(plan.new))
+        if plan.unmatched:
+            log.info("layers of %s that the net does not have (ignored): %s", path, _names(plan.unmatched))
+
+
+def _names(names, limit=12):
+    shown = ", ".join("'%s'" % n for n in names[:limit])
+    return shown + (" and %d more" % (len(names) - limit) if len(names) > limit else "")
 
 
 def _same_file(a, b):
-    return os.path.realpath(a) == os.path.realpath(b)
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _run_inputs(prototxt, kw):
+    """The files a run reads, which none of its outputs may replace."""
+    inputs = {"PROTOTXT": prototxt, "--load model": kw["load"]}
+    if kw["data"] and os.path.isfile(kw["data"]):
+        inputs["--data file"] = kw["data"]
+    return inputs
 
 
 @click.group(cls=DefaultCommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -130,15 +227,19 @@ def cli():
 @click.argument("output", type=click.Path(dir_okay=False))
 @click.option("--init", "init", type=click.Choice(INITS), default="gaussian", show_default=True,
               help="Weight initialization before within-layer normalization (paper §3.3).")
-@click.option("--beta", default=0.1, show_default=True, type=float, help="Mean of the initialized layers' outputs (Alg. 1).")
+@click.option("--beta", default=0.1, show_default=True, type=FiniteFloat(),
+              help="Mean of the initialized layers' outputs (Alg. 1). Negative values are allowed: they start "
+                   "the ReLUs above sparser.")
 @click.option("--within-layer/--no-within-layer", default=None,
-              help="Algorithm 1 on zero-weight layers. Default: on, except with --load (paper §4.3).")
+              help="Algorithm 1 on the layers to initialize: all affine layers; with --load those the model "
+                   "does not provide (and --zero-all/--zero-from). Default: on when there are any (a --load "
+                   "model that provides every layer is only rescaled, paper §4.3).")
 @click.option("--between-layer/--no-between-layer", default=True, show_default=True,
               help="Algorithm 2: equalize change rates across layers.")
-@click.option("--alpha", default=0.25, show_default=True, type=click.FloatRange(0, 1),
-              help="Damping of Algorithm 2.")
+@click.option("--alpha", default=0.25, show_default=True, type=FiniteFloat(0, 1, closed=False),
+              help="Damping of Algorithm 2, in (0, 1].")
 @click.option("--max-iter", default=10, show_default=True, type=click.IntRange(0), help="Algorithm 2 iterations at most.")
-@click.option("--tol", default=0.01, show_default=True, type=float,
+@click.option("--tol", default=0.01, show_default=True, type=FiniteFloat(0),
               help="Algorithm 2 stops when every layer's change rate is within this relative distance of the mean.")
 @click.option("--rounds", default=2, show_default=True, type=click.IntRange(1),
               help="Algorithm 2 measurement rounds: each re-measures the change rates with one forward+backward "
@@ -149,7 +250,7 @@ def cli():
 @click.option("--data-driven-fc", is_flag=True,
               help="Apply pca/zca/kmeans/rand to fully connected layers too (default: convolutions only, "
                    "gaussian rows for fully connected layers, as in the paper's §3.3).")
-@click.option("--whitening-eps", default=1e-3, show_default=True, type=float,
+@click.option("--whitening-eps", default=1e-3, show_default=True, type=FiniteFloat(0, closed=False),
               help="Whitening regularization of pca/zca/kmeans/rand: ε added to the patch covariance's "
                    "eigenvalues, relative to their mean (larger: smoother filters).")
 @click.option("--stats-dropout/--no-stats-dropout", default=True, show_default=True,
@@ -172,34 +273,37 @@ def init_command(prototxt, output, **kw):
 
     verbose = kw.pop("verbose")  # -v: Algorithm 2 measures its result (BetweenLayer verify)
     progress = _setup_logging(kw.pop("quiet"), verbose)
-    if kw["load"] and _same_file(kw["load"], output) and not kw["overwrite"]:
-        raise click.UsageError("OUTPUT is the --load model; pass --overwrite to replace it")
-    if _same_file(prototxt, output):
-        raise click.UsageError("OUTPUT is the PROTOTXT itself")
-    load.check_writable(output)
-    if kw["alpha"] <= 0:
-        raise click.BadParameter("must be in (0, 1]", param_hint="--alpha")
-    if not kw["whitening_eps"] > 0:       # click 7 (the real-Caffe environment) has no open FloatRange
-        raise click.BadParameter("must be > 0", param_hint="--whitening-eps")
-    within = kw["within_layer"] if kw["within_layer"] is not None else not kw["load"]
-    if not within and not kw["between_layer"]:
-        raise click.UsageError("nothing to do: both Algorithm 1 (--within-layer, off by default with --load) "
-                               "and Algorithm 2 (--between-layer) are off")
-    model, net, sample = _model_net_and_sample(prototxt, kw, progress)
+    inputs = _run_inputs(prototxt, kw)
+    if kw["load"] and _same_file(kw["load"], output):
+        if not kw["overwrite"]:
+            raise click.UsageError("OUTPUT is the --load model; pass --overwrite to replace it")
+        del inputs["--load model"]
+    check_output(output, inputs)
+    if kw["within_layer"] is False and not kw["between_layer"]:
+        raise click.UsageError("nothing to do: both Algorithm 1 (--within-layer) and Algorithm 2 "
+                               "(--between-layer) are off")
+    if kw["zero_all"] and kw["zero_from"]:
+        raise click.UsageError("--zero-all and --zero-from exclude each other (--zero-all re-initializes every layer)")
+    if not kw["load"] and (kw["zero_all"] or kw["zero_from"]):
+        log.warning("--zero-all/--zero-from without --load: every affine layer is initialized anyway")
+    model, net = _model_and_net(prototxt, kw)
+    plan = load.plan_initialization(model, net, kw["zero_all"], kw["zero_from"])
+    within = _within_layer_choice(kw, plan, verbose)
+    sample = _sample(net, model, kw, progress)
     from magic_init.algorithm import BetweenLayer, WithinLayer, run_passes
 
     passes = []
     if within:
-        passes.append(WithinLayer(init=kw["init"], beta=kw["beta"], zero_all=kw["zero_all"],
-                                  zero_from=kw["zero_from"], seed=kw["seed"], max_patch_mb=kw["memory_limit"],
+        passes.append(WithinLayer(init=kw["init"], beta=kw["beta"], layers=plan.initialize,
+                                  seed=kw["seed"], max_patch_mb=kw["memory_limit"],
                                   max_patches=FAST_MAX_PATCHES if kw["fast"] else FULL_MAX_PATCHES,
                                   data_driven_fc=kw["data_driven_fc"], dropout=kw["stats_dropout"],
                                   whitening_eps=kw["whitening_eps"]))
     if kw["between_layer"]:
         passes.append(BetweenLayer(alpha=kw["alpha"], max_iter=kw["max_iter"], tol=math.log1p(kw["tol"]),
                                    seed=kw["seed"] + 1, rounds=1 if kw["fast"] else kw["rounds"], rate=kw["rate"],
-                                   # without Algorithm 1 the loaded model is rescaled: keep its function exactly
-                                   exact=not within, verify=verbose >= 1, dropout=kw["rate_dropout"]))
+                                   # nothing re-initialized: the loaded model is rescaled, keep its function exactly
+                                   exact=not plan.initialize, verify=verbose >= 1, dropout=kw["rate_dropout"]))
     run_passes(net, sample.data, passes, batch_size=kw["batch_size"], progress=progress)
     load.save_model(output, model, net)
     log.info("wrote %s", output)
@@ -215,14 +319,20 @@ def stats_command(prototxt, json_path, plot_path, **kw):
     from magic_init import load, measure_stat, report
 
     progress = _setup_logging(kw.pop("quiet"), kw.pop("verbose"))
-    for path in (json_path, plot_path):
-        if path:
-            load.check_writable(path)
-    model, net, sample = _model_net_and_sample(prototxt, kw, progress)
+    inputs = _run_inputs(prototxt, kw)
+    if json_path and json_path != STDOUT:
+        check_output(json_path, inputs, what="--json")
+    if plot_path:
+        check_output(plot_path, dict(inputs, **({"--json file": json_path} if json_path else {})), what="--plot")
+        report.check_plot_format(plot_path)
+    model, net = _model_and_net(prototxt, kw)
+    sample = _sample(net, model, kw, progress)
     stats = measure_stat.measure(net, sample.data, batch_size=kw["batch_size"], seed=kw["seed"], progress=progress,
                                  rate_dropout=kw["rate_dropout"])
-    click.echo(report.table(stats))
-    if json_path:
+    click.echo(report.table(stats), err=json_path == STDOUT)    # --json -: stdout carries the JSON only
+    if json_path == STDOUT:
+        click.echo(report.to_json(stats))
+    elif json_path:
         with atomic_write(json_path) as f:
             f.write(report.to_json(stats).encode())
     if plot_path:
@@ -233,8 +343,23 @@ def _debug():
     return os.environ.get("MAGIC_INIT_DEBUG") == "1" or any(a in ("-vv", "-vvv") for a in sys.argv)
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived: unwinds like KeyboardInterrupt, so that ``atomic_write`` removes
+    its temporary file, then the process exits with 128 + the signal number."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum, frame):
+    raise Terminated(signum)
+
+
 def main(argv=None):
     """Entry point: run the CLI, turning our errors into one line and a non-zero exit."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _terminate)
     try:
         cli.main(args=argv, prog_name="magic_init", standalone_mode=False)
     except click.exceptions.Abort:
@@ -246,9 +371,16 @@ def main(argv=None):
     except MagicInitError as e:
         click.echo("magic_init: error: %s" % e, err=True)
         sys.exit(1)
+    except MemoryError as e:
+        click.echo("magic_init: error: out of memory%s: try a smaller --batch-size, --num-images or "
+                   "--memory-limit" % (" (%s)" % e if str(e) else ""), err=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         click.echo("magic_init: interrupted", err=True)
-        sys.exit(130)
+        sys.exit(128 + signal.SIGINT)
+    except Terminated as e:
+        click.echo("magic_init: terminated by %s" % signal.Signals(e.signum).name, err=True)
+        sys.exit(128 + e.signum)
     except Exception as e:  # a bug: one line unless debugging
         if _debug():
             raise

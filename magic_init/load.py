@@ -10,6 +10,8 @@ import logging
 import os
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from magic_init.algorithm.netinfo import AFFINE_TYPES
 from magic_init.errors import ModelFileError, NetDefinitionError
 from magic_init.io import copy_weights, read_caffemodel, read_prototxt, write_caffemodel
@@ -29,9 +31,70 @@ class Model:
 
 
 def read_model(prototxt, weights_path=None):
+    """The prototxt and, with ``weights_path``, its weights; a non-finite loaded value is an error."""
     net = read_prototxt(prototxt)
     weights = read_caffemodel(weights_path).weights if weights_path else {}
+    check_finite(weights, weights_path)
     return Model(prototxt, net, dict(weights), weights_path)
+
+
+def check_finite(weights, source):
+    """Raise ModelFileError naming the first layer and blob of ``weights`` with a NaN or Inf.
+
+    One non-finite weight turns every output of the net, and so every statistic the algorithm
+    measures, into NaN."""
+    for layer, arrays in weights.items():
+        for i, array in enumerate(arrays):
+            bad = np.size(array) - int(np.count_nonzero(np.isfinite(array)))
+            if bad:
+                raise ModelFileError("%s: layer '%s' blob %d (%s) has %d non-finite value(s) (NaN or Inf)"
+                                     % (source, layer, i, _blob_role(i), bad))
+
+
+def _blob_role(index):
+    return ("weights", "bias")[index] if index < 2 else "blob %d" % index
+
+
+def affine_layer_names(net):
+    """Names of ``net``'s affine layers (what the algorithm works on); NetDefinitionError if none."""
+    affine = [name for name, kind in zip(net.layer_names, net.layer_types) if kind in AFFINE_TYPES]
+    if not affine:
+        raise NetDefinitionError("the net has no %s layer: nothing to initialize or measure"
+                                 % "/".join(AFFINE_TYPES))
+    return affine
+
+
+@dataclass
+class InitPlan:
+    """Which affine layers Algorithm 1 initializes, decided once from the user's request."""
+
+    initialize: list      # affine layers Algorithm 1 initializes, in net order
+    loaded: list          # affine layers whose weights the --load model provides
+    new: list             # affine layers the --load model does not provide (initialized by necessity)
+    unmatched: list       # layers of the --load model that the net does not have
+
+
+def plan_initialization(model, net, zero_all=False, zero_from=None):
+    """The affine layers to initialize: without a loaded model all of them; with one, those it does
+    not provide, plus every layer (``zero_all``) or every affine layer from ``zero_from`` on.
+
+    A loaded layer keeps its weights even when they are all zero (e.g. a zero-initialized last
+    residual layer). Raises NetDefinitionError when ``zero_from`` names no layer of the net."""
+    names = list(net.layer_names)
+    affine = affine_layer_names(net)
+    provided = {name for name, arrays in model.weights.items() if arrays}
+    loaded = [name for name in affine if name in provided]
+    new = [name for name in affine if name not in provided]
+    chosen = set(new)
+    if zero_all:
+        chosen = set(affine)
+    if zero_from is not None:
+        if zero_from not in names:
+            raise NetDefinitionError("--zero-from: the net has no layer named '%s'" % zero_from)
+        start = names.index(zero_from)
+        chosen |= {name for name in affine if names.index(name) >= start}
+    unmatched = sorted(set(model.weights) - set(names))
+    return InitPlan([name for name in affine if name in chosen], loaded, new, unmatched)
 
 
 def input_blob(net_param):
@@ -107,26 +170,33 @@ def reset_unloaded_layers(net, loaded):
             blobs[2].data[...] = 1
 
 
-def check_writable(path):
-    """Fail early (before any work) when ``path`` cannot be written."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise ModelFileError("%s: is a folder, not a file" % path)
-    if not os.path.isdir(folder):
-        raise ModelFileError("%s: folder %s does not exist" % (path, folder))
-    if not os.access(folder, os.W_OK):
-        raise ModelFileError("%s: folder %s is not writable" % (path, folder))
-
-
 def save_model(path, model, net):
     """Write the prototxt's layers with the net's current weights (and loaded ones it lacks).
 
-    Loaded layers that the prototxt does not have are dropped, as Caffe's copy_from ignores them."""
+    Loaded layers that the prototxt does not have are dropped, as Caffe's copy_from ignores them.
+    Nothing is written (ModelFileError) when a weight is NaN or Inf, or when an affine layer's
+    weights are all zero and were not loaded that way: such a model fails at training step 0."""
     names = {layer.name for layer in model.net.layer}
     weights = {name: arrays for name, arrays in model.weights.items() if name in names and arrays}
     for name, blobs in net.params.items():
-        weights[name] = [b.data.copy() for b in blobs]
+        weights[name] = [b.data for b in blobs]
+    check_before_saving(path, model, net, weights)
     write_caffemodel(path, model.net, weights)
+
+
+def check_before_saving(path, model, net, weights):
+    """Refuse to write non-finite weights or an affine layer left all zero that was not loaded so."""
+    try:
+        check_finite(weights, path)
+    except ModelFileError as error:
+        raise ModelFileError("refusing to write %s" % error) from None
+    for name, kind in zip(net.layer_names, net.layer_types):
+        if kind not in AFFINE_TYPES or name not in weights or np.any(weights[name][0]):
+            continue
+        loaded = model.weights.get(name)
+        if not (loaded and not np.any(loaded[0])):
+            raise ModelFileError("refusing to write %s: layer '%s' (%s) has all-zero weights that nothing "
+                                 "initialized (the net's output would not depend on its input)" % (path, name, kind))
 
 
 def load_sample(net, model, data=None, root=None, num_images=160, batch_size=16, mean=None, scale=None,
@@ -140,6 +210,10 @@ def load_sample(net, model, data=None, root=None, num_images=160, batch_size=16,
     from magic_init.data import load_sample as read_sample
 
     image_blob = input_blob(net.net_param)  # both backends keep their instantiated NetParameter
+    shape = tuple(net.blobs[image_blob].data.shape)
+    if len(shape) != 4:
+        raise NetDefinitionError("input '%s' has shape %s: the sample is images, which need a 4-axis "
+                                 "(N, C, H, W) input" % (image_blob, shape))
     source, transform = choose_source(None if data in (None, "prototxt") else data, model.net,
                                       input_shape=net.blobs[image_blob].data.shape, root=root, mean=mean,
                                       scale=scale, size=size,

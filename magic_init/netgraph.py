@@ -49,10 +49,21 @@ def instantiate(net, phase="test", level=0, stages=(), input_shapes=None):
     del state.stage[:]
     state.stage.extend(stages)
     filtered = filter_net(_with_input_layer(net), state)
+    _check_unique_names(filtered)
     input_shapes = dict(input_shapes or {})
     _check_input_names(filtered, input_shapes)
     replace_data_layers(filtered, input_shapes)
     return insert_splits(filtered)
+
+
+def _check_unique_names(net) -> None:
+    """Layer names must be unique in the phase that runs: weights are stored and loaded by name."""
+    seen = set()
+    for layer in net.layer:
+        if layer.name in seen:
+            raise NetDefinitionError("two layers are named '%s' (weights are stored by layer name; rename one)"
+                                     % layer.name)
+        seen.add(layer.name)
 
 
 def _check_input_names(net, input_shapes) -> None:

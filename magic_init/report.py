@@ -1,13 +1,15 @@
 """Render magic_init.measure_stat statistics: a text table, JSON, and a Fig.-1-style PNG.
 
 Computing lives in measure.py; nothing here touches a net. matplotlib is optional and only
-imported by ``write_png`` (a MagicInitError explains how to get it when it is missing).
+imported by ``write_png`` and ``check_plot_format`` (a MagicInitError explains how to get it when it is missing).
 """
 from __future__ import annotations
 
 import json
+import os
 
 from magic_init.errors import MagicInitError
+from magic_init.io import atomic_write
 
 COLUMNS = (("layer", "%-20s", "layer"), ("act_mean", "%9.3f", "act mean"), ("act_std", "%9.3f", "act std"),
            ("act_cv", "%8.3f", "act cv"), ("rate_mean", "%11.4g", "rate mean"), ("rate_cv", "%8.3f", "rate cv"),
@@ -45,14 +47,37 @@ def to_json(stats, per_channel=False):
     return json.dumps(dict(stats, layers=layers), indent=2, sort_keys=True)
 
 
-def write_png(stats, path):
-    """Fig. 1 of the paper: (a) mean change rate per layer (log scale), (b) its coefficient of variation."""
+def _pyplot(path):
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         raise MagicInitError("writing %s needs matplotlib (pip install matplotlib)" % path)
+    return plt
+
+
+def plot_format(path):
+    """The image format of ``path`` from its extension (png when it has none)."""
+    extension = os.path.splitext(path)[1].lstrip(".").lower()
+    return extension or "png"
+
+
+def check_plot_format(path):
+    """Raise MagicInitError, before any work, when matplotlib cannot write ``path``'s format."""
+    plt = _pyplot(path)
+    supported = plt.figure().canvas.get_supported_filetypes()
+    plt.close("all")
+    if plot_format(path) not in supported:
+        raise MagicInitError("%s: matplotlib cannot write '.%s' files; use one of %s"
+                             % (path, plot_format(path), ", ".join("." + k for k in sorted(supported))))
+
+
+def write_png(stats, path):
+    """Fig. 1 of the paper: (a) mean change rate per layer (log scale), (b) its coefficient of variation.
+
+    Written atomically, in the format of ``path``'s extension (png by default)."""
+    plt = _pyplot(path)
     layers = [l for l in stats["layers"] if "rate_mean" in l]
     names = [l["layer"] for l in layers]
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
@@ -64,5 +89,6 @@ def write_png(stats, path):
     for axis in (left, right):
         axis.tick_params(axis="x", rotation=45)
     figure.tight_layout()
-    figure.savefig(path)
+    with atomic_write(path) as f:
+        figure.savefig(f, format=plot_format(path))
     plt.close(figure)

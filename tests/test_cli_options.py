@@ -37,9 +37,14 @@ def test_cli_defaults_for_rounds_and_rate_are_the_api_defaults():
         assert options["rate"].default == defaults["rate"].default
 
 
-@pytest.mark.parametrize("flags", [("--load", "model.caffemodel", "--no-between-layer"),
+@pytest.mark.parametrize("flags", [("--load", "FULL", "--no-between-layer"),
                                    ("--no-within-layer", "--no-between-layer")])
 def test_nothing_to_do_is_a_usage_error(tmp_path, flags):
+    """A --load model that provides every layer with --no-between-layer leaves nothing to do."""
+    if "FULL" in flags:
+        full = tmp_path / "full.caffemodel"
+        assert run_cli(TINY, full, *SMALL, "--no-between-layer").returncode == 0
+        flags = [str(full) if f == "FULL" else f for f in flags]
     result = run_cli(TINY, tmp_path / "out.caffemodel", "--data", IMAGES, *flags)
     assert result.returncode == 2, result.stderr
     assert "nothing to do" in result.stderr and "Traceback" not in result.stderr

@@ -42,7 +42,7 @@ def test_gaussian_init_has_a_large_rate_spread_that_rescaling_removes(sample):
         blobs[0].data[...] = rng.standard_normal(blobs[0].data.shape) * 0.01
     net.params["conv1"][0].data[...] *= 100
     before = measure(net, sample, batch_size=8)["summary"]
-    initialize(net, sample, batch_size=8, max_iter=40)     # weights kept: between-layer only
+    initialize(net, sample, batch_size=8, max_iter=40, layers=[])     # weights kept: between-layer only
     after = measure(net, sample, batch_size=8)["summary"]
     assert before["rate_spread"] > 20 and after["rate_spread"] < 1.3    # η noise, 32 images
     assert before["orig_rate_spread"] > 20 and after["orig_rate_spread"] < 2

@@ -47,18 +47,18 @@ def run_passes(net, sample, passes, batch_size=16, progress=False):
 
 
 def initialize(net, sample, init="gaussian", beta=0.1, between_layer=True, alpha=0.25, max_iter=10,
-               tol=DEFAULT_TOL, batch_size=16, zero_all=False, zero_from=None, seed=0,
+               tol=DEFAULT_TOL, batch_size=16, layers=None, seed=0,
                max_patches=10000, max_patch_mb=256, rounds=2, rate="gradient", progress=False, verify=False,
                data_driven_fc=False, rate_dropout=True, stats_dropout=True):
-    """Algorithm 1 on the selected affine layers (all-zero ones; ``zero_all``; from ``zero_from``),
-    then, with ``between_layer``, Algorithm 2 on all affine layers (LRN passed approximately:
-    the net is being initialized, its function need not be kept). ``verify``: Algorithm 2
+    """Algorithm 1 on the affine layers named in ``layers`` (None: every affine layer; the others keep
+    their weights), then, with ``between_layer``, Algorithm 2 on all affine layers (LRN passed
+    approximately: the net is being initialized, its function need not be kept). ``verify``: Algorithm 2
     measures the change rates once more after its last step. ``data_driven_fc``: the data-driven
     ``init`` also for fully connected layers (default: convolutions only, gaussian rows for fully
     connected ones). ``rate_dropout``: Algorithm 2 measures with Dropout active, as training runs;
     ``stats_dropout``: so does Algorithm 1 (its μ, σ are then those under dropout noise).
     Returns the passes' reports."""
-    passes = [WithinLayer(init=init, beta=beta, zero_all=zero_all, zero_from=zero_from, seed=seed,
+    passes = [WithinLayer(init=init, beta=beta, layers=layers, seed=seed,
                           max_patches=max_patches, max_patch_mb=max_patch_mb, data_driven_fc=data_driven_fc,
                           dropout=stats_dropout)]
     if between_layer:

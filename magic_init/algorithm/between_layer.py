@@ -30,9 +30,10 @@ Gaussian inits, but k-means filters correlate z_{k-1} with y_k: on CaffeNet afte
 underestimates conv2-conv4's gradient rates by 1.5x, so calibrating on Eq. 4 left a 1.54x spread
 in the real (measure_stat) rates. The original code also calibrates on measured gradients.
 
-Layers tied by Eltwise share one factor (the first member's); pinned layers (scale blocked by a
-non-homogeneous layer, see scale_graph, or no gradient reaching them) keep Δ = 1; the report says
-why each is held (``held``).
+Layers tied by Eltwise, or sharing a parameter blob, share one factor (the first member's; a shared
+blob is scaled once); pinned layers (scale blocked by a non-homogeneous layer, see scale_graph,
+all-zero weights, or no gradient reaching them) keep Δ = 1; the report says why each is held
+(``held``).
 
 Exact rescaling (``exact=True``, pretrained models, paper §4.3): the update above keeps the net's
 function only where every layer f between layer k and the layers that undo Δ_k satisfies
@@ -54,9 +55,10 @@ import logging
 
 import numpy as np
 
+from magic_init.algorithm import netinfo
 from magic_init.algorithm.rates import RateMeter, scale_columns
-from magic_init.algorithm.scale_graph import NO_GRADIENT, ZERO_INPUT, ScaleGraph
-from magic_init.errors import NetDefinitionError
+from magic_init.algorithm.scale_graph import NO_GRADIENT, ZERO_INPUT, ZERO_WEIGHTS, ScaleGraph
+from magic_init.errors import MagicInitError, NetDefinitionError
 
 log = logging.getLogger(__name__)
 
@@ -120,14 +122,14 @@ class BetweenLayer:
             graph = ScaleGraph(net, meter.last, exact=self.exact)
             eta_state = meter.rng.bit_generator.state
             layers = self.measure(meter, graph, runner)
-            before = before or {r.name: r.rate() for r in layers}
+            before = before or _rates(layers)
             total, steps = self.iterate(graph, layers)
             self.apply(net, graph, layers, total)
             scale = total if scale is None else scale * total
             iterations += steps
             if steps == 0:
                 break
-        after = {r.name: r.rate() for r in layers}
+        after = _rates(layers)
         held = graph.held_reasons()
         pinned = list(held)
         report = {"iterations": iterations, "scale": dict(zip(graph.names, scale.tolist())),
@@ -141,17 +143,18 @@ class BetweenLayer:
                 meter.rng.bit_generator.state = eta_state
                 runner.pass_label = "Algorithm 2, verification"
                 rates = meter.measure(runner)
-                measured = {name: rates[name].rate() for name in graph.names}
+                measured = _rates([rates[name] for name in graph.names])
             report["rate_measured"] = measured
             report["spread_measured"] = spread(measured, pinned)
             result = "%.3gx (predicted), %.3gx (measured after the last step)" % (
                 report["spread_predicted"], report["spread_measured"])
         else:
             result = "%.3gx (predicted; -v measures it)" % report["spread_predicted"]
+        zero = [name for name in graph.names if not np.any(net.params[name][0].data)]
         for name, why in held.items():
             if why in (NO_GRADIENT, ZERO_INPUT):
-                log.warning("between-layer: layer '%s' held fixed: %s%s", name, why,
-                            " (lr_mult 0 without force_backward?)" if why == NO_GRADIENT else "")
+                log.warning("between-layer: layer '%s' held fixed: %s (%s)", name, why,
+                            _why_no_signal(graph.names, name, zero, why))
             else:
                 log.info("between-layer: layer '%s' held fixed: %s", name, why)
         log.info("between-layer: %d analytic iteration(s) over %d measurement round(s) (at most %d per round); "
@@ -161,14 +164,19 @@ class BetweenLayer:
 
     @staticmethod
     def measure(meter, graph, runner):
-        """Eq. (4) factors of the graph's layers; layers no gradient reaches are pinned."""
+        """Eq. (4) factors of the graph's layers; layers with all-zero weights (rate undefined), layers no
+        gradient reaches and layers with a zero weight gradient are pinned. Non-finite measurements
+        raise MagicInitError naming the layer (a NaN or Inf in the weights or the sample)."""
         rates = meter.measure(runner)
         layers = [rates[name] for name in graph.names]
+        _check_finite(meter.net, layers)
         if layers and all(r.y_sq.sum() == 0 for r in layers):
             raise NetDefinitionError("no gradient reaches any affine layer of the net: build it with "
                                      "force_backward: true (a net without a loss computes no backward)")
         for k, name in enumerate(graph.names):
-            if layers[k].y_sq.sum() == 0:
+            if not np.any(meter.net.params[name][0].data):
+                graph.pin(k, ZERO_WEIGHTS)
+            elif layers[k].y_sq.sum() == 0:
                 graph.pin(k, NO_GRADIENT)
             elif layers[k].rate() == 0:
                 graph.pin(k, ZERO_INPUT)
@@ -226,16 +234,83 @@ class BetweenLayer:
 
     @staticmethod
     def apply(net, graph, layers, total):
-        """Write the factors into the net: W_k(:, j) *= Δ_k/Δ_src(j), b_k *= Δ_k."""
+        """Write the factors into the net: W_k(:, j) *= Δ_k/Δ_src(j), b_k *= Δ_k.
+
+        Every factor must be a finite positive float32 (checked before anything is written: an
+        undefined rate must have been held, not turned into 0, Inf or NaN); MagicInitError otherwise."""
+        for rates, factor in zip(layers, total):
+            _check_factors(rates.name, [factor])
+        columns = [total[k] / _input_factor(graph.columns[r.name], total) for k, r in enumerate(layers)]
+        for rates, column in zip(layers, columns):
+            _check_factors(rates.name, column)
+        shared = netinfo.shared_params(net)          # a shared blob is scaled once, by its owner
         for k, rates in enumerate(layers):
             blobs = net.params[rates.name]
-            columns = total[k] / _input_factor(graph.columns[rates.name], total)
-            scale_columns(rates.kind, blobs[0].data, rates.group, columns)
-            for blob in blobs[1:]:
-                blob.data[...] *= np.float32(total[k])
+            if (rates.name, 0) not in shared:
+                scale_columns(rates.kind, blobs[0].data, rates.group, columns[k])
+            for j, blob in enumerate(blobs[1:], 1):
+                if (rates.name, j) not in shared:
+                    blob.data[...] *= np.float32(total[k])
+            if not all(np.all(np.isfinite(blob.data)) for blob in blobs):
+                raise MagicInitError("between-layer: rescaling layer '%s' by %.3g made its weights overflow"
+                                     % (rates.name, total[k]))
 
 
 def spread(rates, exclude=()):
-    """max/min of the per-layer rates (excluding ``exclude``): 1 means perfectly calibrated."""
-    values = [r for name, r in rates.items() if name not in exclude and r > 0]
+    """max/min of the per-layer rates (excluding ``exclude`` and undefined ones): 1 means perfectly calibrated."""
+    values = [r for name, r in rates.items() if name not in exclude and r is not None and r > 0]
     return max(values) / min(values) if values else 1.0
+
+
+def _rates(layers):
+    """``{layer: C̃_k}``, None where it is undefined (all-zero weights: ‖W‖ = 0)."""
+    return {r.name: (r.rate() if r.col_w2.any() else None) for r in layers}
+
+
+#: A factor outside this range would overflow (or flush to zero) in float32 weights.
+FACTOR_RANGE = (float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max))
+
+
+def _check_factors(name, factors):
+    """Raise MagicInitError unless every factor of layer ``name`` is finite, positive and float32-sized."""
+    factors = np.asarray(factors, dtype=np.float64)
+    bad = ~np.isfinite(factors) | (factors < FACTOR_RANGE[0]) | (factors > FACTOR_RANGE[1])
+    if bad.any():
+        raise MagicInitError("between-layer: refusing to scale layer '%s' by %r (a factor must be finite, positive "
+                             "and fit float32); its weights are left as they were" % (name, factors[bad][0]))
+
+
+def _check_finite(net, layers):
+    """Raise MagicInitError when a measured factor is NaN or Inf, naming where it comes from: a
+    parameter blob with NaN/Inf, else the lowest layer whose input is not finite (the sample or a
+    layer below), else the highest layer whose gradient is not finite (a layer above)."""
+    def finite(*arrays):
+        return all(np.all(np.isfinite(a)) for a in arrays)
+
+    if all(finite(r.col_sq, r.y_sq, r.col_w2, r.col_g2) for r in layers):
+        return
+    for name, blobs in net.params.items():
+        for j, blob in enumerate(blobs):
+            if not finite(blob.data):
+                raise MagicInitError("between-layer: layer '%s' blob %d contains NaN or Inf values: "
+                                     "cannot measure change rates" % (name, j))
+    for r in layers:
+        if not finite(r.col_sq):
+            raise MagicInitError("between-layer: the input of layer '%s' is not finite on the sample (NaN or Inf "
+                                 "from the sample or a layer below it)" % r.name)
+    for r in reversed(layers):
+        if not finite(r.y_sq, r.col_g2, r.col_w2):
+            raise MagicInitError("between-layer: the gradient reaching layer '%s' is not finite (NaN or Inf "
+                                 "from a layer above it)" % r.name)
+
+
+def _why_no_signal(names, name, zero_layers, why):
+    """The likely cause of a layer without gradient or input: the all-zero affine layers above it
+    (no gradient) or below it (no input), if any."""
+    position = names.index(name)
+    blocking = [z for z in zero_layers if (names.index(z) > position) == (why == NO_GRADIENT)]
+    if blocking:
+        return "affine layer(s) with all-zero weights block the signal: %s" % ", ".join(blocking)
+    if why == NO_GRADIENT:
+        return "the layers above it pass no gradient back on the sample, e.g. a ReLU that is zero on every image"
+    return "its input is zero on every image of the sample"

@@ -74,6 +74,52 @@ def layer_param(net, name):
     return None
 
 
+def shared_params(net):
+    """``{(layer, j): (owner, j)}`` for every parameter blob j that ``layer`` shares with an earlier layer.
+
+    Caffe's rule (Net::AppendParam): a blob whose ``param { name: ... }`` is set is owned by the first
+    layer naming it; later layers with that name share its data (and diff). Sharing between affine
+    layers of different types, blob positions or shapes (PERMISSIVE mode) is refused with
+    NetDefinitionError: their weight columns would not mean the same thing."""
+    net_param = getattr(net, "net_param", None)
+    if net_param is None:
+        return {}
+    types = dict(zip(net.layer_names, net.layer_types))
+    owners, shared = {}, {}
+    for layer in net_param.layer:
+        for j, spec in enumerate(layer.param[:len(net.params.get(layer.name, ()))]):
+            if not spec.name:
+                continue
+            owner = owners.setdefault(spec.name, (layer.name, j))
+            if owner != (layer.name, j):
+                _check_sharing(net, types, owner, (layer.name, j), spec.name)
+                shared[(layer.name, j)] = owner
+    return shared
+
+
+def _check_sharing(net, types, owner, user, param_name):
+    if types[owner[0]] not in AFFINE_TYPES and types[user[0]] not in AFFINE_TYPES:
+        return
+    owner_shape = net.params[owner[0]][owner[1]].data.shape
+    user_shape = net.params[user[0]][user[1]].data.shape
+    if types[owner[0]] != types[user[0]] or owner[1] != user[1] or owner_shape != user_shape:
+        raise NetDefinitionError(
+            "layers '%s' (%s, blob %d, shape %s) and '%s' (%s, blob %d, shape %s) share parameter '%s': "
+            "weights can only be initialized when shared between layers of one type, blob and shape"
+            % (owner[0], types[owner[0]], owner[1], owner_shape, user[0], types[user[0]], user[1], user_shape,
+               param_name))
+
+
+def sharing_layers(net, shared=None):
+    """Affine layers grouped by the weight blob they share: ``{owner: [owner, user, ...]}`` (execution order)."""
+    shared = shared_params(net) if shared is None else shared
+    groups = {}
+    for (layer, j), (owner, _) in shared.items():
+        if j == 0 and layer in net.params and net.layer_types[list(net.layer_names).index(layer)] in AFFINE_TYPES:
+            groups.setdefault(owner, [owner]).append(layer)
+    return groups
+
+
 def _pair(values, value_h, value_w, has_hw, default):
     """Caffe's scalar/repeated/``_h``/``_w`` resolution for one conv field (BaseConvolutionLayer::LayerSetUp)."""
     if has_hw:

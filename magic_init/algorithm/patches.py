@@ -20,22 +20,50 @@ def sample_locations(batch, height, width, count, rng):
     return (rng.integers(0, batch, count), rng.integers(0, height, count), rng.integers(0, width, count))
 
 
-def conv_patches(bottom, geometry, count, rng):
-    """Patches at ``count`` sampled output locations: list over groups of (count × C/G·k_h·k_w) float32."""
+def output_extent(shape, geometry):
+    """(out_h, out_w) of the convolution of ``geometry`` on a bottom of ``shape`` (N, C, H, W)."""
+    (kh, kw), (ph, pw), (sh, sw), (dh, dw) = geometry.kernel, geometry.pad, geometry.stride, geometry.dilation
+    return conv_output_size(shape[2], kh, ph, sh, dh), conv_output_size(shape[3], kw, pw, sw, dw)
+
+
+def patches_at(bottom, geometry, images, ys, xs):
+    """Patches at output locations (images[n], ys[n], xs[n]): list over groups of (n × C/G·k_h·k_w) float32."""
     kh, kw = geometry.kernel
     (ph, pw), (sh, sw), (dh, dw) = geometry.pad, geometry.stride, geometry.dilation
-    batch, channels, height, width = bottom.shape
-    out_h = conv_output_size(height, kh, ph, sh, dh)
-    out_w = conv_output_size(width, kw, pw, sw, dw)
-    images, ys, xs = sample_locations(batch, out_h, out_w, count, rng)
+    channels = bottom.shape[1]
     padded = np.pad(bottom, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     rows = ys[:, None] * sh + np.arange(kh)[None, :] * dh          # count × kh (padded coordinates)
     cols = xs[:, None] * sw + np.arange(kw)[None, :] * dw          # count × kw
     patch = padded[images[:, None, None, None], np.arange(channels)[None, :, None, None],
                    rows[:, None, :, None], cols[:, None, None, :]]  # count × C × kh × kw
     per_group = channels // geometry.group
-    return [patch[:, g * per_group:(g + 1) * per_group].reshape(count, -1).astype(np.float32)
+    return [patch[:, g * per_group:(g + 1) * per_group].reshape(len(images), -1).astype(np.float32)
             for g in range(geometry.group)]
+
+
+def conv_patches(bottom, geometry, count, rng):
+    """Patches at ``count`` sampled output locations: list over groups of (count × C/G·k_h·k_w) float32."""
+    out_h, out_w = output_extent(bottom.shape, geometry)
+    return patches_at(bottom, geometry, *sample_locations(len(bottom), out_h, out_w, count, rng))
+
+
+def sampled_conv_patches(bottoms, geometry, count, rng):
+    """conv_patches over the images of all ``bottoms`` (consecutive batches) as if they were one array:
+    the locations are drawn over the image indices of the whole sample, so the patches (and their
+    order) do not depend on how the sample is cut into batches."""
+    sizes = [len(b) for b in bottoms]
+    out_h, out_w = output_extent(bottoms[0].shape, geometry)
+    images, ys, xs = sample_locations(sum(sizes), out_h, out_w, count, rng)
+    starts = np.cumsum([0] + sizes)
+    result = None
+    for b, bottom in enumerate(bottoms):
+        pick = np.flatnonzero((images >= starts[b]) & (images < starts[b + 1]))
+        groups = patches_at(bottom, geometry, images[pick] - starts[b], ys[pick], xs[pick])
+        if result is None:
+            result = [np.empty((count, g.shape[1]), np.float32) for g in groups]
+        for whole, part in zip(result, groups):
+            whole[pick] = part
+    return result
 
 
 def vector_patches(bottom, axis=1):

@@ -1,8 +1,8 @@
 """Change rates of affine layers (paper §3, eqs. 1-4), measured with a random linear loss.
 
 One pass over the whole sample: forward each batch to the last non-loss layer, set the diff of
-every output blob to η ~ N(0, I) (a fresh draw per image: ℓ = ηᵀz_N), backward. Per affine
-layer k and weight column j we gather
+every output blob to η ~ N(0, I) (a fresh draw per image: ℓ = ηᵀz_N, image i's η from a generator
+seeded by (seed, i)), backward. Per affine layer k and weight column j we gather
 
     E[z_{k-1}(j)²]   over images (and positions: for a convolution, column j = (c, i, j') reads
                      channel c, and we use the channel's mean square for all its kernel taps),
@@ -15,21 +15,41 @@ does; with the plain sum, bigger layers would look slower by their size):
 
 ``LayerRates`` keeps these factors so that rescaling can update them analytically.
 
-By default the pass runs with Dropout active as in training (y = x·mask/(1-p), a fresh seeded
-mask per batch): the rates SGD sees are those of the net with its dropout noise, and a layer
-above a dropout layer receives inputs whose second moment is 1/(1-p) times the deterministic
-one. ``dropout=False`` measures the deterministic TEST-phase net instead.
+The weight gradients (``definition="gradient"``) are summed over blocks of RATE_BLOCK images
+(parameter diffs accumulate over the batches of a block, which never straddle one), so for every
+block b, Σ_i E[(∂ℓ/∂W(i, j))²] per image ≈ ‖Σ_{n∈b} ∂ℓ_n/∂W(:, j)‖² / |b| (η independent per image).
+Blocks are fixed by image index: with η drawn per image, the measurement does not depend on the
+batch size, which is only a memory knob.
+
+By default the pass runs with Dropout active as in training (y = x·mask/(1-p), masks from the
+backend's generator, seeded per block, ``Net.train_dropout``): the rates SGD sees are those of the
+net with its dropout noise, and a layer above a dropout layer receives inputs whose second moment is
+1/(1-p) times the deterministic one. ``dropout=False`` measures the deterministic TEST-phase net
+instead. Within a block the backend draws the masks batch after batch, layer after layer. With one
+Dropout layer and a backend whose generator is a serial stream (the built-in engine and Caffe, on
+CPU), image n's mask is the same for any batch size. With several Dropout layers, batches smaller
+than a block interleave their draws, so the masks, and the rates, then depend on the batch size
+(the backends draw masks per layer call, not per image); any batch size >= RATE_BLOCK gives the
+same masks, since its batches are then whole blocks.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from magic_init.algorithm import netinfo
-from magic_init.algorithm.runner import training_dropout
+from magic_init.algorithm.runner import load_blobs, training_dropout
 from magic_init.algorithm.within_layer import output_view
 
 
 RATE_DEFINITIONS = ("gradient", "eq4")
+#: Images per weight-gradient estimate: param diffs accumulate over one block of this many images,
+#: whatever the batch size (the original code estimated from one batch of 16).
+RATE_BLOCK = 16
+
+
+def _block_seed(seed, block):
+    """A seed for block ``block`` of a pass seeded with ``seed`` (independent streams per block)."""
+    return int(np.random.SeedSequence([seed, block]).generate_state(1)[0] % 2 ** 31)
 
 
 class LayerRates:
@@ -124,59 +144,88 @@ class RateMeter:
         self.dropout = dropout
 
     def measure(self, runner):
-        """``{layer: LayerRates}`` over all batches; with keep_param_diffs also ``param_sq`` per layer."""
-        with training_dropout(self.net, int(self.rng.integers(2 ** 31)), self.dropout):
-            return self._measure(runner)
+        """``{layer: LayerRates}`` over all batches; with keep_param_diffs also ``param_sq`` per layer.
 
-    def _measure(self, runner):
+        Block b of the sample runs with the Dropout masks of ``train_dropout(seed_b)``, seed_b drawn
+        from (seed, b): the masks of a block do not depend on how it is cut into batches as long as
+        the backend draws them serially and the net has at most one Dropout layer (or the batches are
+        whole blocks, batch_size >= RATE_BLOCK)."""
         net, names = self.net, self.net.layer_names
         sums, images = {}, 0
         self.param_sq = {}
-        for batch in runner.full_passes():
-            net.forward(end=names[self.last])
-            self._add_bottoms(sums)
-            for blob in self.outputs:
-                net.blobs[blob].diff[...] = self.rng.standard_normal(net.blobs[blob].diff.shape)
-            for blobs in net.params.values():
-                for b in blobs:
-                    b.diff[...] = 0
-            net.backward(start=names[self.last])
-            self._add_gradients(sums)
-            images += len(next(iter(batch.values())))
+        dropout_seed, eta_seed = (int(v) for v in self.rng.integers(2 ** 31, size=2))
+        for b, block in enumerate(runner.bar(runner.blocks(RATE_BLOCK), runner.pass_label)):
+            block_images = 0
+            with training_dropout(net, _block_seed(dropout_seed, b), self.dropout):
+                self._clear_param_diffs()        # inside: pycaffe's dropout twin has its own diffs
+                for batch in block:
+                    load_blobs(net, batch)
+                    count = len(next(iter(batch.values())))
+                    net.forward(end=names[self.last])
+                    self._add_bottoms(sums)
+                    for blob, eta in zip(self.outputs, self._eta(eta_seed, images + block_images, count)):
+                        net.blobs[blob].diff[...] = eta
+                    net.backward(start=names[self.last])
+                    self._add_top_gradients(sums)
+                    block_images += count
+                self._add_weight_gradients(sums, block_images)
+            images += block_images
         return {name: self._finish(name, kind, s, images) for name, kind, s in
                 ((names[i], net.layer_types[i], sums[names[i]]) for i in self.affine)}
+
+    def _eta(self, seed, first, count):
+        """η for images first..first+count-1, one array per output blob: image i's draw comes from a
+        generator seeded by (seed, i), so it is the same whatever batch the image is in."""
+        shapes = [self.net.blobs[blob].diff.shape[1:] for blob in self.outputs]
+        draws = [[] for _ in shapes]
+        for i in range(first, first + count):
+            rng = np.random.default_rng([seed, i])
+            for per_blob, shape in zip(draws, shapes):
+                per_blob.append(rng.standard_normal(shape))
+        return [np.stack(d) for d in draws]
+
+    def _clear_param_diffs(self):
+        for blobs in self.net.params.values():
+            for b in blobs:
+                b.diff[...] = 0
 
     def _add_bottoms(self, sums):
         for i in self.affine:
             name, kind = self.net.layer_names[i], self.net.layer_types[i]
             total, count = _column_square(kind, self.net.blobs[self.net.bottom_names[name][0]].data)
             entry = sums.setdefault(name, {"col": 0.0, "count": 0, "y": 0.0, "param": 0.0, "grad": 0.0,
-                                           "batches": 0})
+                                           "blocks": 0})
             entry["col"] = entry["col"] + total
             entry["count"] += count
 
-    def _add_gradients(self, sums):
+    def _add_top_gradients(self, sums):
+        """E[‖y_k‖²] terms of this batch (top diffs are overwritten by every backward)."""
         for i in self.affine:
             name = self.net.layer_names[i]
             group = netinfo.group_count(self.net, name)
             top = self.net.blobs[self.net.top_names[name][0]]
             sums[name]["y"] = sums[name]["y"] + _group_gradient(top.diff, group)
+
+    def _add_weight_gradients(self, sums, images):
+        """Weight-gradient terms of one block of ``images`` images (param diffs accumulate over its batches)."""
+        for i in self.affine:
+            name, kind = self.net.layer_names[i], self.net.layer_types[i]
+            group = netinfo.group_count(self.net, name)
             diff = self.net.params[name][0].diff
-            kind = self.net.layer_types[i]
             # η independent per image: E[(Σ_b g_b)²] = B·E[g²], so diff²/B estimates the per-image E[g²]
-            sums[name]["grad"] = sums[name]["grad"] + column_weight_norms(kind, diff, group) / len(top.diff)
-            sums[name]["batches"] += 1
+            sums[name]["grad"] = sums[name]["grad"] + column_weight_norms(kind, diff, group) / images
+            sums[name]["blocks"] += 1
             if self.keep_param_diffs:
-                sums[name]["param"] = sums[name]["param"] + np.square(diff) / np.float32(len(top.diff))
+                sums[name]["param"] = sums[name]["param"] + np.square(diff) / np.float32(images)
 
     def _finish(self, name, kind, s, images):
         weight = self.net.params[name][0].data
         group = netinfo.group_count(self.net, name)
         if self.keep_param_diffs:
-            self.param_sq[name] = s["param"] / max(1, s["batches"])
+            self.param_sq[name] = s["param"] / max(1, s["blocks"])
         rows = output_view(kind, weight, group).shape[0] // group
         col_w2 = column_weight_norms(kind, weight, group)
         taps = int(np.prod(weight.shape[2:])) if kind != "InnerProduct" else 1
         return LayerRates(name, kind, group, s["col"] / s["count"], s["y"] / images, col_w2, rows, weight.size,
-                          col_g2=s["grad"] / max(1, s["batches"]), taps=taps, definition=self.definition)
+                          col_g2=s["grad"] / max(1, s["blocks"]), taps=taps, definition=self.definition)
 

@@ -16,19 +16,33 @@ from magic_init.errors import DataError
 from magic_init.progress import progress as progress_bar
 
 
-def split_batches(sample, net, batch_size):
-    """``[{input: array}]`` batches of the sample (a dict by input name, or one array for the first input)."""
+def sample_arrays(sample, net):
+    """The sample as ``{input: float32 array}`` (a dict by input name, or one array for the first input)."""
     if not isinstance(sample, dict):
         sample = {net.inputs[0]: sample}
     missing = [name for name in sample if name not in net.blobs]
     if missing:
         raise DataError("sample blob(s) %s are not in the net (inputs: %s)" % (missing, list(net.inputs)))
-    count = min(len(a) for a in sample.values())
-    if count == 0:
+    sample = {name: np.asarray(a, dtype=np.float32) for name, a in sample.items()}
+    if min(len(a) for a in sample.values()) == 0:
         raise DataError("the sample is empty")
+    return sample
+
+
+def batch_bounds(count, batch_size, block=None):
+    """(first, stop) image indices of the batches: ``batch_size`` images each, none straddling a block
+    of ``block`` images (the last batch of a block, and of the sample, may be shorter)."""
     size = batch_size or count
-    return [{name: np.asarray(a[i:i + size], dtype=np.float32) for name, a in sample.items()}
-            for i in range(0, count, size)]
+    block = block or count
+    return [(i, min(i + size, start + block, count))
+            for start in range(0, count, block) for i in range(start, min(start + block, count), size)]
+
+
+def split_batches(sample, net, batch_size, block=None):
+    """``[{input: array}]`` batches of the sample (views of ``sample_arrays``), as batch_bounds cuts them."""
+    sample = sample_arrays(sample, net)
+    count = min(len(a) for a in sample.values())
+    return [{name: a[i:stop] for name, a in sample.items()} for i, stop in batch_bounds(count, batch_size, block)]
 
 
 def load_blobs(net, blobs):
@@ -62,7 +76,9 @@ class SampleRunner:
 
     def __init__(self, net, sample, batch_size=None, progress=False):
         self.net = net
-        self.batches = split_batches(sample, net, batch_size)
+        self.sample = sample_arrays(sample, net)
+        self.batch_size = batch_size
+        self.batches = split_batches(self.sample, net, batch_size)
         self.used = netinfo.last_use(net)
         self.position = -1
         self.cache = [dict(batch) for batch in self.batches]
@@ -77,10 +93,18 @@ class SampleRunner:
         return len(self.batches)
 
     def advance(self, end, on_batch=None):
-        """Forward every batch through layers (position, end]; call ``on_batch(i)`` while its blobs are set."""
-        names = self.net.layer_names
+        """Forward every batch through layers (position, end]; call ``on_batch(i)`` while its blobs are set.
+
+        The range is cut after every Dropout layer, so that each Dropout layer runs over all batches in
+        a row: drawing its masks from a serial generator, image n gets the same mask whatever the
+        batch size (a range with two of them would interleave their draws batch by batch)."""
         if end <= self.position:
             return
+        for stop in [i for i in range(self.position + 1, end) if self.net.layer_types[i] == "Dropout"] + [end]:
+            self._advance_to(stop, on_batch if stop == end else None)
+
+    def _advance_to(self, end, on_batch):
+        names = self.net.layer_names
         keep = netinfo.live_after(self.net, end, self.used)
         for i, live in enumerate(self.cache):
             load_blobs(self.net, live)
@@ -104,3 +128,16 @@ class SampleRunner:
         for batch in self.bar(self.batches, self.pass_label):
             load_blobs(self.net, batch)
             yield batch
+
+    def blocks(self, block):
+        """The sample's batches grouped into blocks of ``block`` images: a list (one entry per block)
+        of lists of batches, not loaded (``load_blobs``). Batches never straddle a block and blocks are
+        fixed by image index, whatever ``batch_size`` is, so that a statistic gathered per block (an
+        accumulated weight gradient, masks drawn from a generator seeded per block) does not depend on it."""
+        grouped, first = [], 0
+        for batch in split_batches(self.sample, self.net, self.batch_size, block):
+            if first % block == 0:
+                grouped.append([])
+            grouped[-1].append(batch)
+            first += len(next(iter(batch.values())))
+        return grouped

@@ -25,6 +25,8 @@ on the output) it is a barrier like the layers below.
   front of it would change the function; we pin rather than fold it into the BN statistics.)
 * With ``exact``, all channels of the net's outputs must carry one common factor: their producers
   are tied too (without ``exact`` each output may end up with its own factor).
+* Layers sharing a parameter blob (``param { name: "w" }``) are tied, so that the blob gets one
+  factor; sharing weights also ties their input columns j (W(:, j)·Δ/Δ_src(j) must be one array).
 
 Every pinned layer has a reason (``held(k)``), naming the layer its scale cannot pass.
 
@@ -51,6 +53,8 @@ NOT_HOMOGENEOUS = ("LRN", "Sigmoid", "TanH", "BatchNorm", "Scale", "Bias", "Powe
                    "ELU", "Threshold", "Softmax", "MVN", "Eltwise")
 NO_GRADIENT = "no gradient reaches it"
 ZERO_INPUT = "its weight gradient is zero (so is its input)"
+#: Its rate ‖∇W‖/‖W‖ is undefined (‖W‖ = 0) and no factor Δ·W can make it nonzero.
+ZERO_WEIGHTS = "its weights are all zero"
 
 
 class ScaleGraph:
@@ -70,6 +74,7 @@ class ScaleGraph:
         self.columns = {}
         self.sources = {}
         self._trace(last)
+        self._tie_shared(netinfo.shared_params(net))
         self.outputs = [self.sources.get(b) for b in netinfo.output_blobs(net, last)]
         if self.exact:
             self._tie_outputs()
@@ -103,14 +108,29 @@ class ScaleGraph:
         reasons = ((name, self.held(k)) for k, name in enumerate(self.names))
         return {name: why for name, why in reasons if why is not None}
 
-    def _tie(self, a, b, where):
-        """Require equal factors on source arrays a and b (elementwise); -1 against a layer pins it."""
+    def _tie(self, a, b, where, reason=None):
+        """Require equal factors on source arrays a and b (elementwise); -1 against a layer pins it
+        (``reason``, by default: ``where`` combines its channels with channels that carry no factor)."""
         pairs = np.unique(np.stack([np.ravel(a), np.ravel(b)], axis=1), axis=0) if np.size(a) else ()
         for x, y in pairs:
             if x >= 0 and y >= 0:
                 self.parent[self.group(x)] = self.group(y)
             elif x >= 0 or y >= 0:
-                self.pin(max(x, y), "%s combines its channels with channels that carry no factor" % where)
+                self.pin(max(x, y), reason or "%s combines its channels with channels that carry no factor" % where)
+
+    def _tie_shared(self, shared):
+        """Layers sharing a parameter blob (Caffe's ``param { name }``) get one factor Δ, so the blob is
+        scaled once; layers sharing weights W also need one factor per input column, since
+        W(:, j)·Δ/Δ_src(j) is one array: their column sources are tied like Eltwise inputs."""
+        position = {name: k for k, name in enumerate(self.names)}
+        for (layer, j), (owner, _) in shared.items():
+            if layer not in position or owner not in position:
+                continue
+            self.parent[self.group(position[layer])] = self.group(position[owner])
+            if j == 0:
+                self._tie(self.columns[owner], self.columns[layer], None,
+                          "its output is read by the weights layers '%s' and '%s' share, whose other input "
+                          "columns carry no factor" % (owner, layer))
 
     def _tie_outputs(self):
         """``exact``: one common factor on every output channel (the net's function up to one factor)."""

@@ -1,7 +1,7 @@
 """Algorithm 1 (paper §3.1): within-layer initialization.
 
-For each affine layer k in topological order that is selected (all-zero weights, or every layer
-with ``zero_all``, or every layer from ``zero_from`` on): draw W_k (gaussian or a data-driven
+For each affine layer k in topological order that is selected (every affine layer, or those named
+in ``layers``, which the caller computes from the user's request): draw W_k (gaussian or a data-driven
 init of §3.3 from the layer's input patches), b_k = 0, forward the sample to z_k, and with the
 per-output-channel mean μ(i) and standard deviation σ(i) over images and positions set
 
@@ -16,10 +16,15 @@ convolutional layers"). Whitened rows from a few hundred sample vectors amplify 
 the sample barely spans: they have unit output variance on the sample but a large norm, and
 dropout noise in those directions (training) then inflates the layer's output.
 
-With ``dropout`` (the default) the sample is carried through Dropout layers as in training (one
-seeded mask per image), so μ and σ are those a layer's outputs have under training's dropout noise
-(the original code's TRAIN-phase statistics). Without it they are the deterministic TEST-phase
-ones, and in training a layer above a dropout layer with keep probability q sees inputs whose
+A weight blob shared by several layers (``param { name: "w" }``) is drawn once, by the first layer
+using it, whose outputs it normalizes; the later layers keep it and only center their outputs
+with their own bias, b(i) = β − μ(i) (Caffe shares the data, so there is one W to choose).
+
+With ``dropout`` (the default) the sample is carried through Dropout layers as in training (masks
+from one seeded generator; the runner takes each Dropout layer over all batches in a row, so image
+n's mask does not depend on the batch size), so μ and σ are those a layer's outputs have under
+training's dropout noise (the original code's TRAIN-phase statistics). Without it they are the
+deterministic TEST-phase ones, and in training a layer above a dropout layer with keep probability q sees inputs whose
 second moment is 1/q times larger: its outputs, and the loss's gradients, are inflated.
 """
 from __future__ import annotations
@@ -30,7 +35,7 @@ import numpy as np
 
 from magic_init.algorithm import netinfo, patches, weight_init
 from magic_init.algorithm.runner import training_dropout
-from magic_init.errors import NetDefinitionError
+from magic_init.errors import MagicInitError, NetDefinitionError
 
 log = logging.getLogger(__name__)
 
@@ -38,17 +43,28 @@ log = logging.getLogger(__name__)
 DEAD_FRACTION = 1e-6
 
 
-def select_layers(net, zero_all=False, zero_from=None):
-    """Indices of the affine layers to initialize: all-zero weights, all, or from ``zero_from`` on."""
-    layers = netinfo.affine_layers(net)
-    if zero_from is not None:
-        if zero_from not in net.layer_names:
-            raise NetDefinitionError("zero_from: no layer named '%s'" % zero_from)
-        start = list(net.layer_names).index(zero_from)
-        return [i for i in layers if i >= start]
-    if zero_all:
-        return layers
-    return [i for i in layers if not np.any(net.params[net.layer_names[i]][0].data)]
+def select_layers(net, layers=None):
+    """Indices of the affine layers to initialize: those named in ``layers``, or all when None.
+
+    Raises NetDefinitionError for a name that is not an affine layer of ``net``."""
+    affine = netinfo.affine_layers(net)
+    if layers is None:
+        return affine
+    index = {net.layer_names[i]: i for i in affine}
+    unknown = [name for name in layers if name not in index]
+    if unknown:
+        raise NetDefinitionError("cannot initialize %s: not an affine layer of the net"
+                                 % ", ".join("'%s'" % name for name in unknown))
+    return sorted(index[name] for name in set(layers))
+
+
+def check_finite_input(net, runner, name):
+    """Raise MagicInitError when the input of layer ``name`` holds NaN or Inf on the sample (from the
+    sample or a kept layer below): its μ and σ, and so the layer's weights, would be NaN."""
+    bottom = net.bottom_names[name][0]
+    if not all(np.all(np.isfinite(live[bottom])) for live in runner.cache if bottom in live):
+        raise MagicInitError("layer '%s': its input '%s' is not finite on the sample (NaN or Inf from the "
+                             "sample or a layer below it, e.g. loaded weights)" % (name, bottom))
 
 
 def channel_moments(top_sums):
@@ -94,17 +110,46 @@ def normalize_rows(mean, std, beta):
     return scale, beta - mean * scale, dead
 
 
+def _correct_cached(runner, net, top, scale, bias):
+    """Apply z ← scale·z + bias per channel to the cached ``top`` (what the new weights would give)."""
+    shape = (1, -1) + (1,) * (net.blobs[top].data.ndim - 2)
+    a, c = scale.reshape(shape).astype(np.float32), bias.reshape(shape).astype(np.float32)
+    runner.map_cached(top, lambda z: z * a + c)
+
+
+def _shared_weight_keepers(net, selected, shared):
+    """``{layer: layer its shared weights come from}`` for the selected layers that must not draw W.
+
+    A weight blob shared by several layers (Caffe's ``param { name }``) is drawn and normalized once, by
+    its first layer, and only when every layer using it is selected (a kept layer keeps the blob); the
+    others keep it. A selected layer sharing only its bias is refused: its weights would be drawn
+    against a bias already set elsewhere."""
+    names = net.layer_names
+    chosen = {names[i] for i in selected}
+    keepers = {}
+    for owner, users in netinfo.sharing_layers(net, shared).items():
+        kept = [u for u in users if u not in chosen]
+        for user in users:
+            if user in chosen and (user != owner or kept):
+                keepers[user] = owner if user != owner else kept[0]
+    for (layer, j), (owner, _) in shared.items():
+        if j > 0 and layer in chosen and (layer, 0) not in shared and layer not in keepers:
+            raise NetDefinitionError("layer '%s' shares its bias with '%s' but not its weights: cannot "
+                                     "initialize it" % (layer, owner))
+    return keepers
+
+
 class WithinLayer:
     """Algorithm 1 as a pass: ``WithinLayer(init='kmeans', beta=0.1)(net, runner) -> [layer reports]``."""
 
-    def __init__(self, init="gaussian", beta=0.1, zero_all=False, zero_from=None, seed=0,
+    def __init__(self, init="gaussian", beta=0.1, layers=None, seed=0,
                  max_patches=10000, max_patch_mb=256, data_driven_fc=False, dropout=True,
                  whitening_eps=weight_init.WHITENING_EPS):
         weight_init.check_kind(init)
         self.init, self.beta = init, beta
         self.data_driven_fc, self.dropout = data_driven_fc, dropout
         self.seed, self.whitening_eps = seed, whitening_eps
-        self.zero_all, self.zero_from = zero_all, zero_from
+        self.layers = None if layers is None else list(layers)
         self.rng = np.random.default_rng(seed)
         self.max_patches, self.max_patch_mb = max_patches, max_patch_mb
 
@@ -113,7 +158,9 @@ class WithinLayer:
             return self._initialize(net, runner)
 
     def _initialize(self, net, runner):
-        selected = set(select_layers(net, self.zero_all, self.zero_from))
+        selected = set(select_layers(net, self.layers))
+        shared = netinfo.shared_params(net)
+        keepers = _shared_weight_keepers(net, selected, shared)
         reports = []
         for index in runner.bar(netinfo.affine_layers(net), "Algorithm 1 (layers)"):
             name = net.layer_names[index]
@@ -121,40 +168,64 @@ class WithinLayer:
                 log.info("layer '%s': weights kept", name)
                 reports.append({"layer": name, "action": "kept"})
                 continue
-            reports.append(self.initialize_layer(net, runner, index))
+            reports.append(self.initialize_layer(net, runner, index, shared, keepers.get(name)))
         return reports
 
-    def initialize_layer(self, net, runner, index):
-        """Draw weights for layer ``index``, forward the sample to it, normalize its outputs."""
+    def initialize_layer(self, net, runner, index, shared=None, weights_from=None):
+        """Draw weights for layer ``index``, forward the sample to it, normalize its outputs.
+
+        ``shared``: netinfo.shared_params (blobs this layer shares with an earlier one are not its own).
+        ``weights_from``: the layer whose (shared) weights this one keeps: then only its own bias is
+        set, b(i) = β − μ(i), centering its outputs (their σ is whatever the shared weights give)."""
         name, kind = net.layer_names[index], net.layer_types[index]
         runner.advance(index - 1)
+        check_finite_input(net, runner, name)
         blobs = net.params[name]
-        used, reason = self.draw_weights(net, runner, index)
-        for blob in blobs[1:]:
-            blob.data[...] = 0
+        own_bias = len(blobs) > 1 and (name, 1) not in (shared or {})
+        if weights_from is None:
+            used, reason = self.draw_weights(net, runner, index)
+        if own_bias:
+            blobs[1].data[...] = 0
         top = net.top_names[name][0]
         state = {}
         runner.advance(index, on_batch=lambda i: state.update(
             sums=accumulate_channels(net.blobs[top].data, state.get("sums"))))
         mean, std = channel_moments(state["sums"])
+        bad = ~(np.isfinite(mean) & np.isfinite(std))
+        if bad.any():
+            raise MagicInitError("layer '%s': its outputs are not finite on the sample (NaN or Inf in %d of %d "
+                                 "channels)" % (name, int(bad.sum()), len(bad)))
+        if weights_from is not None:
+            return self._center_shared(net, runner, name, mean, own_bias, weights_from)
         scale, bias, dead = normalize_rows(mean, std, self.beta)
         group = netinfo.group_count(net, name)
         rows = output_view(kind, blobs[0].data, group)
         set_output_rows(kind, blobs[0].data, rows * scale[:, None].astype(np.float32), group)
-        if len(blobs) > 1:
+        if own_bias:
             blobs[1].data[...] = bias.astype(np.float32)
         else:
-            log.warning("layer '%s' has no bias: outputs scaled to unit variance but not centered at β", name)
+            log.warning("layer '%s' has no bias of its own: outputs scaled to unit variance but not centered at β",
+                        name)
             bias = np.zeros_like(bias)
-        shape = (1, -1) + (1,) * (net.blobs[top].data.ndim - 2)
-        a, c = scale.reshape(shape).astype(np.float32), bias.reshape(shape).astype(np.float32)
-        runner.map_cached(top, lambda z: z * a + c)
+        _correct_cached(runner, net, top, scale, bias)
         if dead.any():
             log.warning("layer '%s': %d dead channel(s) (constant on the sample): weights kept, output set to β",
                         name, int(dead.sum()))
         log.info("layer '%s': initialized (%s%s)", name, used, ", " + reason if reason else "")
         return {"layer": name, "action": "initialized", "init": used, "reason": reason,
                 "dead_channels": int(dead.sum())}
+
+    def _center_shared(self, net, runner, name, mean, own_bias, weights_from):
+        """A layer keeping shared weights: b(i) ← β − μ(i) when the bias is its own, else nothing."""
+        top = net.top_names[name][0]
+        if own_bias:
+            bias = self.beta - mean
+            net.params[name][1].data[...] = bias.astype(np.float32)
+            _correct_cached(runner, net, top, np.ones_like(mean), bias)
+        reason = "weights shared with '%s'%s" % (weights_from, "; outputs centered at β" if own_bias else
+                                                 " (bias shared too)")
+        log.info("layer '%s': %s", name, reason)
+        return {"layer": name, "action": "shared", "shared_with": weights_from, "reason": reason}
 
     def draw_weights(self, net, runner, index):
         """Fill W of layer ``index`` (gaussian or data-driven); returns (init used, why gaussian).
@@ -196,9 +267,8 @@ class WithinLayer:
             geometry = netinfo.conv_geometry(net, name)
             columns = int(np.prod(weight.shape[1:]))
             budget = patches.row_budget(columns, self.max_patches, self.max_patch_mb)
-            per_batch = -(-budget // len(runner.cache))
-            gathered = [patches.conv_patches(live[bottom], geometry, per_batch, self.rng) for live in runner.cache]
-            groups = [np.concatenate([g[k] for g in gathered]) for k in range(geometry.group)]
+            groups = patches.sampled_conv_patches([live[bottom] for live in runner.cache], geometry, budget,
+                                                  self.rng)
             per_group = outputs // geometry.group
         if len(groups[0]) < per_group:
             return None, "%d sample rows for %d outputs (too few samples)" % (len(groups[0]), per_group)

@@ -1,17 +1,24 @@
 """Decode images the way Caffe's ``ReadImageToCVMat`` / ``DecodeDatumToCVMat`` do: HWC uint8, BGR.
 
 Caffe reads with OpenCV (``cv::imread(path, IMREAD_COLOR | IMREAD_GRAYSCALE)``); we read with PIL and
-reorder RGB -> BGR. Two OpenCV behaviours are reproduced on purpose:
+reorder RGB -> BGR. Three OpenCV behaviours are reproduced on purpose:
 
 - EXIF orientation is applied (OpenCV >= 3.1 rotates JPEGs on ``imread``/``imdecode``).
 - Grayscale JPEGs are decoded straight to luma (libjpeg's ``JCS_GRAYSCALE`` output, i.e. the Y
   channel) as OpenCV does; other formats use PIL's ITU-R 601-2 conversion, which can differ from
-  OpenCV's ``cvtColor`` by 1 grey level on some pixels.
+  OpenCV's ``cvtColor`` (or libpng's ``png_set_rgb_to_gray``) by 1 grey level on some pixels.
+- 16-bit images become 8-bit by keeping the high byte (``value >> 8``, no rounding), as OpenCV's
+  PNG decoder does with libpng's ``png_set_strip_16`` when asked for an 8-bit image.
+
+Only regular files (or symlinks to them) are opened: a FIFO would block ``open()`` forever and a
+device node could be read without end, so they are refused as unreadable before any ``open()``.
 """
 from __future__ import annotations
 
 import io
 import logging
+import os
+import stat
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -26,13 +33,34 @@ class UnreadableImage(Exception):
 
 
 def read_image(path: str, is_color: bool = True) -> np.ndarray:
-    """Read an image file as Caffe does: (H, W, 3) BGR uint8, or (H, W, 1) when ``is_color`` is false."""
+    """Read an image file as Caffe does: (H, W, 3) BGR uint8, or (H, W, 1) when ``is_color`` is false.
+
+    Raises ``UnreadableImage`` for a path that is not a regular file, without opening it.
+    """
+    _check_regular_file(path)
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
         raise UnreadableImage("cannot open: %s" % (e.strerror or e)) from None
     return decode_image(data, is_color)
+
+
+def _check_regular_file(path: str) -> None:
+    """Raise ``UnreadableImage`` unless ``path`` is a regular file (symlinks followed); opens nothing."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError) as e:      # ValueError: a NUL byte in the path
+        raise UnreadableImage("cannot open: %s" % (getattr(e, "strerror", None) or e)) from None
+    if not stat.S_ISREG(mode):
+        raise UnreadableImage("not a regular file (%s)" % _file_kind(mode))
+
+
+def _file_kind(mode: int) -> str:
+    """What a non-regular file is, in words: 'FIFO', 'character device', ..."""
+    kinds = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+             (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "directory"))
+    return next((name for test, name in kinds if test(mode)), "special file")
 
 
 def decode_image(data: bytes, is_color: bool | None = True) -> np.ndarray:
@@ -54,14 +82,25 @@ def decode_image(data: bytes, is_color: bool | None = True) -> np.ndarray:
 
 def _to_bgr_array(img: Image.Image, is_color: bool | None) -> np.ndarray:
     """PIL image -> HWC uint8 with channels in OpenCV order (BGR / BGRA / gray)."""
+    if img.mode in _WIDE_GRAY_MODES:
+        img = _high_byte(img)
     if is_color is None:
         mode = {"L": "L", "1": "L", "LA": "RGBA", "RGBA": "RGBA", "P": "RGBA" if "transparency" in img.info
                 else "RGB"}.get(img.mode, "RGB")
     else:
         mode = "RGB" if is_color else "L"
-    if img.mode in ("I;16", "I;16B", "I") and mode == "L":
-        img = Image.fromarray((np.asarray(img, dtype=np.uint32) >> 8).astype(np.uint8))
     arr = np.asarray(img.convert(mode), dtype=np.uint8)
     if arr.ndim == 2:
         return arr[:, :, None].copy()
     return np.ascontiguousarray(arr[:, :, [2, 1, 0, 3][:arr.shape[2]]])
+
+
+# PIL's modes for 16-bit gray (PNG, TIFF, PGM) and for 32-bit integer gray (older PIL's 16-bit PNGs).
+# PIL already keeps the high byte of 16-bit RGB(A) and gray+alpha PNGs.
+_WIDE_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def _high_byte(img: Image.Image) -> Image.Image:
+    """16-bit gray -> 8-bit gray ("L") keeping the high byte, as libpng's ``png_set_strip_16``."""
+    values = np.asarray(img, dtype=np.uint32) >> 8
+    return Image.fromarray(np.minimum(values, 255).astype(np.uint8))

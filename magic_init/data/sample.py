@@ -3,7 +3,8 @@
 Selection: when the source holds more than ``num_images`` items, they are visited in the order of a
 permutation drawn from ``numpy.random.RandomState(seed)`` (deterministic for a fixed seed); otherwise
 in source order. Unreadable items are logged, skipped and counted, and the next item of the order
-takes their place, so ``num_images`` are used whenever the source has that many readable ones.
+takes their place, so ``num_images`` are used whenever the source has that many readable ones; when it
+has fewer, one warning says how many were asked for, read and skipped.
 """
 from __future__ import annotations
 
@@ -79,7 +80,7 @@ class SampleReader:
         if items:
             self.used += len(items)
             yield _stack(items)
-        self._check_not_empty()
+        self._check_and_report()
 
     def _load(self, index: int, rng):
         """(array, label, name) of one item, or None (logged and counted) when it cannot be read."""
@@ -98,10 +99,15 @@ class SampleReader:
                             % (name, array.shape, self._shape))
         return array, label, name
 
-    def _check_not_empty(self):
+    def _check_and_report(self):
+        """Raise DataError when no image was read; else log one warning when fewer than ``num_images``
+        were read or some were skipped."""
         if self.used == 0:
             raise DataError("%s: none of its %d images could be read" % (self.source.name, len(self.source)))
-        if self.skipped:
+        if self.used < self.num_images:
+            log.warning("%s: %d images asked for, only %d read, %d skipped as unreadable (the source has %d)",
+                        self.source.name, self.num_images, self.used, len(self.skipped), len(self.source))
+        elif self.skipped:
             log.warning("%s: used %d images, skipped %d unreadable", self.source.name, self.used,
                         len(self.skipped))
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from magic_init.errors import BackendError, MagicInitError, NetDefinitionError
@@ -102,3 +103,33 @@ def check_single_source(layer, blobs):
         if top in blobs and not in_place:
             raise NetDefinitionError("%s: top blob %r is produced by multiple sources"
                                      % (layer.where(), top))
+
+
+def available_memory() -> int:
+    """Bytes of memory available to new allocations (MemAvailable; physical memory elsewhere)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_param_memory(layer, shapes, itemsize=4, available=None):
+    """Raise NetDefinitionError naming ``layer`` when its parameter blobs (data and diff) cannot fit
+    in the available memory, instead of failing deep inside an allocation."""
+    needed = 2 * itemsize * sum(int(np.prod(shape, dtype=np.float64)) for shape in shapes)
+    available = available_memory() if available is None else available
+    if needed > available:
+        raise NetDefinitionError("%s: its parameters %s need %s of memory, this machine has %s available"
+                                 % (layer.where(), " + ".join("x".join(map(str, s)) for s in shapes),
+                                    _bytes(needed), _bytes(available)))
+
+
+def _bytes(n) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return "%.1f %s" % (n, unit)
+        n /= 1024.0

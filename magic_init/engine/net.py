@@ -123,6 +123,7 @@ class Net:
     def _make_params(self, layer, shapes):
         """Parameter blobs filled by the layer's fillers; shared by ParamSpec name as in Caffe."""
         blobs, layer_fillers = [], layer.fillers()
+        building.check_param_memory(layer, shapes)
         for j, shape in enumerate(shapes):
             spec_name = layer.param.param[j].name if j < len(layer.param.param) else ""
             if spec_name and spec_name in self._shared:

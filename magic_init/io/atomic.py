@@ -6,6 +6,7 @@ import os
 import tempfile
 
 from magic_init.errors import ModelFileError
+from magic_init.io.outputs import resolve_output
 
 
 @contextlib.contextmanager
@@ -13,10 +14,11 @@ def atomic_write(path):
     """Yield a binary file object; on success its content replaces ``path`` atomically.
 
     The data goes to a temporary file in the same folder (so ``os.replace`` is a rename on one
-    file system), is flushed and fsync'ed, then renamed over ``path``. If the body raises, the
-    temporary file is removed and an existing ``path`` is left untouched.
+    file system), is flushed and fsync'ed, then renamed over ``path``. If the body raises (or a
+    signal handler raises in it), the temporary file is removed and an existing ``path`` is left
+    untouched. A symlink ``path`` is written through: its target is replaced (``resolve_output``).
     """
-    path = os.fspath(path)
+    path = resolve_output(path)
     folder = os.path.dirname(os.path.abspath(path))
     try:
         fd, tmp_path = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",

@@ -41,10 +41,11 @@ def match_weights(weights: Dict[str, List[np.ndarray]], target_shapes: Dict[str,
                   source_name: str = "weights") -> "OrderedDict[str, List[np.ndarray]]":
     """For each target layer present in ``weights``: its arrays, checked and reshaped to the targets.
 
-    ``target_shapes`` maps each layer of the net that has learnable blobs to their shapes."""
+    ``target_shapes`` maps each layer of the net that has learnable blobs to their shapes. A layer
+    stored without blobs provides nothing (it is skipped, as a layer the model lacks)."""
     matched = OrderedDict()
     for layer, shapes in target_shapes.items():
-        if layer not in weights:
+        if not weights.get(layer):
             continue
         arrays = weights[layer]
         if len(arrays) != len(shapes):

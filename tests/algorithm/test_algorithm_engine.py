@@ -19,20 +19,47 @@ from magic_init.measure_stat import measure  # noqa: E402
 TINY = os.path.join(os.path.dirname(__file__), "..", "..", "models", "tiny.prototxt")
 
 
-def tiny(homogeneous=False, zero=True):
+def tiny(homogeneous=False, zero=True, second_dropout=False):
     param = read_prototxt(TINY)
     param.force_backward = True
+    if second_dropout:
+        with_second_dropout(param)
     if homogeneous:                       # LRN is only approximately homogeneous
         for layer in param.layer:
             if layer.type == "LRN":
                 layer.type = "ReLU"
                 layer.ClearField("lrn_param")
-    net = Net(param, input_shapes={"data": (16, 3, 32, 32)})
+    net = Net(param, input_shapes={"data": (16, 3, 32, 32)}, seed=0)     # fillers seeded
     if zero:
         for blobs in net.params.values():
             for blob in blobs:
                 blob.data[...] = 0
     return net
+
+
+def with_second_dropout(net_param):
+    """A Dropout layer on pool2 (in place, before fc3), as drop3 before fc4: two Dropout layers."""
+    names = [layer.name for layer in net_param.layer]
+    layers = list(net_param.layer)
+    drop = type(layers[0])()
+    drop.CopyFrom(layers[names.index("drop3")])
+    drop.name, drop.bottom[0], drop.top[0] = "drop2", "pool2", "pool2"
+    layers.insert(names.index("fc3"), drop)
+    del net_param.layer[:]
+    net_param.layer.extend(layers)
+    return net_param
+
+
+def model_weights(net):
+    return {name: [b.data.copy() for b in blobs] for name, blobs in net.params.items()}
+
+
+def assert_same_weights(first, second, rel=1e-4):
+    """Every blob agrees to ``rel`` relative to its largest value."""
+    for name, blobs in first.items():
+        for j, (a, b) in enumerate(zip(blobs, second[name])):
+            scale = max(float(np.abs(a).max()), 1e-30)
+            assert float(np.abs(a - b).max()) <= rel * scale, (name, j, float(np.abs(a - b).max()) / scale)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +106,7 @@ def test_analytic_rates_match_remeasurement_on_the_engine(sample):
 def test_between_layer_brings_rates_within_2x(sample):
     net = tiny(zero=False)
     rates = measure(net, sample)["summary"]["rate_spread"]
-    initialize(net, sample, rounds=2, max_iter=30)
+    initialize(net, sample, rounds=2, max_iter=30, layers=[])         # the fillers' weights kept
     assert rates > 5 and measure(net, sample)["summary"]["rate_spread"] < 1.5
 
 
@@ -123,3 +150,35 @@ def test_same_seed_same_weights_with_dropout_in_both_steps(sample):
     for name, blobs in weights[0].items():
         for a, b in zip(blobs, weights[1][name]):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("init", ["gaussian", "kmeans"])
+def test_the_batch_size_does_not_change_the_model(init, sample):
+    """Batch size is a memory knob: with one seed, batches of 3, 8 and 16 give the same weights (to float
+    summation order), both algorithms, Dropout active in both as by default. Patch locations, η and
+    Dropout masks are functions of the image index, gradients are summed over fixed blocks of images."""
+    models = []
+    for batch in (3, 8, 16):
+        net = tiny()
+        initialize(net, sample, init=init, batch_size=batch, seed=5)
+        models.append(model_weights(net))
+    for other in models[1:]:
+        assert_same_weights(models[0], other)
+
+
+def test_dropout_masks_do_not_depend_on_the_batching_with_two_dropout_layers(sample):
+    """Algorithm 1 forwards each Dropout layer over all batches in a row (here drop2 and drop3 fall into
+    one range: fc3 is kept); Algorithm 2 seeds the masks per block of 16 images, so any batch size of
+    a whole block or more gives the same rates (below that, two Dropout layers interleave their draws)."""
+    models = {}
+    for batch in (3, 16):
+        net = tiny(zero=False, second_dropout=True)
+        initialize(net, sample, layers=["conv1", "conv2", "fc4"], between_layer=False, batch_size=batch, seed=2)
+        models[batch] = model_weights(net)
+    assert_same_weights(models[3], models[16])
+    rates = []
+    for batch in (16, 24):
+        net = tiny(zero=False, second_dropout=True)
+        rates.append({k: v.rate() for k, v in RateMeter(net, seed=2, definition="gradient").measure(
+            SampleRunner(net, sample, batch)).items()})
+    assert rates[0] == pytest.approx(rates[1], rel=1e-5)

@@ -1,6 +1,8 @@
 """Algorithm 2 (magic_init.algorithm.between_layer) on the numpy fake net."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -10,7 +12,8 @@ from magic_init.algorithm import rescale
 from magic_init.algorithm.between_layer import BetweenLayer, spread
 from magic_init.algorithm.rates import RateMeter
 from magic_init.algorithm.runner import SampleRunner
-from magic_init.algorithm.scale_graph import ScaleGraph
+from magic_init.algorithm.scale_graph import NO_GRADIENT, ZERO_INPUT, ZERO_WEIGHTS, ScaleGraph
+from magic_init.errors import MagicInitError
 
 
 def sample(n=40, seed=1, shape=(3, 12, 12)):
@@ -186,5 +189,87 @@ def test_layers_no_gradient_reaches_are_held_with_that_reason(caplog):
     assert report["held"]["fc3"] == "its weight gradient is zero (so is its input)"      # reads relu2's zeros
     assert report["pinned"] == list(report["held"]) and report["scale"]["conv1"] == 1.0
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "held fixed" in r.getMessage()]
-    assert warned[:2] == ["between-layer: layer '%s' held fixed: no gradient reaches it (lr_mult 0 without "
-                          "force_backward?)" % name for name in ("conv1", "conv2")]
+    assert warned[:2] == ["between-layer: layer '%s' held fixed: no gradient reaches it (the layers above it "
+                          "pass no gradient back on the sample, e.g. a ReLU that is zero on every image)" % name
+                          for name in ("conv1", "conv2")]
+
+
+def test_a_layer_held_behind_an_all_zero_layer_names_it(caplog):
+    """The hint names the all-zero affine layer that blocks the signal, not a guess about lr_mult."""
+    net, x = gaussian_net(small_convnet()), sample()
+    net.params["fc3"][0].data[...] = 0
+    with caplog.at_level("INFO", logger="magic_init"):
+        rescale(net, x, batch_size=8)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "held fixed" in r.getMessage()]
+    assert warned and all("all-zero weights block the signal: fc3" in m for m in warned), warned
+
+
+def test_an_all_zero_layer_is_held_and_every_factor_stays_finite():
+    """A kept all-zero layer (e.g. a zero-initialized last residual layer) has no rate (‖W‖ = 0): it is
+    held, the layers below it (no gradient passes W = 0) too, and nothing overflows or becomes NaN."""
+    net, x = gaussian_net(small_convnet(), boost={"conv1": 30.0}), sample()
+    net.params["fc3"][0].data[...] = 0
+    bias = net.params["fc3"][1].data.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        report = rescale(net, x, batch_size=8)["BetweenLayer"]
+    assert report["held"] == {"conv1": NO_GRADIENT, "conv2": NO_GRADIENT, "fc3": ZERO_WEIGHTS}
+    assert report["rate_before"]["fc3"] is None and report["scale"]["fc3"] == 1.0
+    assert not np.any(net.params["fc3"][0].data) and np.array_equal(net.params["fc3"][1].data, bias)
+    assert all(np.all(np.isfinite(b.data)) for blobs in net.params.values() for b in blobs)
+
+
+def test_a_zero_layer_without_bias_holds_the_layers_above_for_zero_input(caplog):
+    """conv2 = 0 (weights and bias): fc3 reads zeros (held: zero input), conv1 gets no gradient;
+    both hints name conv2, the layer that blocks the signal."""
+    net, x = gaussian_net(small_convnet()), sample()
+    for blob in net.params["conv2"]:
+        blob.data[...] = 0
+    with caplog.at_level("INFO", logger="magic_init"):
+        report = rescale(net, x, batch_size=8)["BetweenLayer"]
+    assert report["held"] == {"conv1": NO_GRADIENT, "conv2": ZERO_WEIGHTS, "fc3": ZERO_INPUT}
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 2 and all("all-zero weights block the signal: conv2" in m for m in warned), warned
+    assert all(np.all(np.isfinite(b.data)) for blobs in net.params.values() for b in blobs)
+
+
+@pytest.mark.parametrize("where, message", [("conv2", "layer 'conv2' blob 0 contains NaN"),
+                                            ("sample", "the input of layer 'conv1' is not finite")])
+def test_nonfinite_weights_or_sample_raise_naming_the_layer(where, message):
+    net, x = gaussian_net(small_convnet()), sample()
+    if where == "sample":
+        x[3, 1, 4, 4] = np.inf
+    else:
+        net.params[where][0].data[0, 0, 0, 0] = np.nan
+    with pytest.raises(MagicInitError, match=message):
+        rescale(net, x, batch_size=8)
+
+
+@pytest.mark.parametrize("bad", [0.0, np.inf, np.nan, 1e300])
+def test_apply_refuses_a_factor_that_is_not_a_finite_positive_float32(bad):
+    net, x = gaussian_net(small_convnet()), sample()
+    graph = ScaleGraph(net, len(net.layer_names) - 2)
+    layers = BetweenLayer.measure(RateMeter(net, definition="gradient"), graph, SampleRunner(net, x, 8))
+    before = [b.data.copy() for blobs in net.params.values() for b in blobs]
+    with pytest.raises(MagicInitError, match="refusing to scale layer 'conv2'"):
+        BetweenLayer.apply(net, graph, layers, np.array([1.0, bad, 1.0, 1.0]))
+    assert all(np.array_equal(a, b.data) for a, b in zip(before, (b for bl in net.params.values() for b in bl)))
+
+
+@pytest.mark.parametrize("definition", ["gradient", "eq4"])
+def test_the_batch_size_does_not_change_the_rates_or_the_weights(definition):
+    """η is drawn per image (seeded by its index) and weight gradients are summed over fixed blocks of
+    images, so batches of 3, 8 or the whole sample measure the same rates and give the same weights."""
+    rates, weights = [], []
+    for batch in (3, 8, 40):
+        net, x = gaussian_net(small_convnet(), boost={"conv1": 30.0}), sample()
+        meter = RateMeter(net, seed=3, definition=definition)
+        rates.append({k: v.rate() for k, v in meter.measure(SampleRunner(net, x, batch)).items()})
+        BetweenLayer(rate=definition, seed=3)(net, SampleRunner(net, x, batch))
+        weights.append([b.data.copy() for blobs in net.params.values() for b in blobs])
+    for other in rates[1:]:
+        for layer, rate in rates[0].items():
+            assert other[layer] == pytest.approx(rate, rel=1e-5)
+    for other in weights[1:]:
+        for a, b in zip(weights[0], other):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * np.abs(b).max())

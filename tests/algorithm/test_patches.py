@@ -50,3 +50,17 @@ def test_vector_patches_flatten_from_axis():
 def test_row_budget_caps_memory():
     assert patches.row_budget(columns=1024, max_rows=10 ** 9, max_mb=1) == 256
     assert patches.row_budget(columns=4, max_rows=100, max_mb=1) == 100
+
+
+def test_sampled_patches_do_not_depend_on_the_batching():
+    """Locations are drawn over the image indices of the whole sample: any split into batches gives the
+    same patches in the same order (Algorithm 1's data-driven inits, whatever the batch size)."""
+    geometry = ConvGeometry(kernel=(3, 3), pad=(1, 1), stride=(2, 2), dilation=(1, 1), group=2)
+    x = np.random.default_rng(0).standard_normal((10, 4, 7, 7)).astype(np.float32)
+    whole = patches.sampled_conv_patches([x], geometry, 50, np.random.default_rng(3))
+    for size in (1, 3, 4):
+        split = patches.sampled_conv_patches([x[i:i + size] for i in range(0, 10, size)], geometry, 50,
+                                             np.random.default_rng(3))
+        for a, b in zip(whole, split):
+            np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(whole[1], patches.conv_patches(x, geometry, 50, np.random.default_rng(3))[1])

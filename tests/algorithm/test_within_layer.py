@@ -11,6 +11,7 @@ from magic_init.algorithm import initialize
 from magic_init.algorithm.runner import SampleRunner
 from magic_init.algorithm.within_layer import (WithinLayer, accumulate_channels, channel_moments,
                                                normalize_rows)
+from magic_init.errors import MagicInitError, NetDefinitionError
 
 BETA = 0.1
 
@@ -88,15 +89,19 @@ def test_data_driven_inits_apply_to_convolutions_unless_data_driven_fc(init):
     assert [every[n]["init"] for n in ("conv1", "conv2", "fc3", "fc4")] == [init] * 4
 
 
-def test_layers_with_weights_are_kept_unless_zero_all_or_zero_from():
+def test_only_the_named_layers_are_initialized_even_all_zero_ones():
+    """``layers`` is the list to initialize; a layer outside it keeps its weights, even all-zero ones
+    (e.g. a zero-initialized last residual layer of a loaded model)."""
     net, x = small_convnet(), sample()
     net.params["conv1"][0].data[...] = 0.5
+    net.params["fc3"][0].data[...] = 0
+    reports = WithinLayer(layers=["conv2", "fc4"])(net, SampleRunner(net, x, 8))
+    assert [r["action"] for r in reports] == ["kept", "initialized", "kept", "initialized"]
+    assert np.all(net.params["conv1"][0].data == 0.5) and not np.any(net.params["fc3"][0].data)
     reports = WithinLayer()(net, SampleRunner(net, x, 8))
-    assert reports[0]["action"] == "kept" and np.all(net.params["conv1"][0].data == 0.5)
-    reports = WithinLayer(zero_from="fc3")(net, SampleRunner(net, x, 8))
-    assert [r["action"] for r in reports] == ["kept", "kept", "initialized", "initialized"]
-    reports = WithinLayer(zero_all=True)(net, SampleRunner(net, x, 8))
     assert all(r["action"] == "initialized" for r in reports)
+    with pytest.raises(NetDefinitionError, match="'relu1'"):
+        WithinLayer(layers=["relu1"])(net, SampleRunner(net, x, 8))
 
 
 def test_fixed_seed_gives_identical_weights():
@@ -107,3 +112,31 @@ def test_fixed_seed_gives_identical_weights():
         results.append([b.data.copy() for blobs in net.params.values() for b in blobs])
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("where", ["conv1", "sample"])
+def test_a_nonfinite_input_raises_naming_the_layer(where):
+    """A NaN in a kept (loaded) layer below, or an Inf in the sample, would make μ, σ and so the weights NaN."""
+    net, x = small_convnet(), sample()
+    layers = ["conv2", "fc3", "fc4"] if where == "conv1" else None
+    if where == "conv1":
+        net.params["conv1"][0].data[...] = 0.1
+        net.params["conv1"][0].data[2, 1, 1, 1] = np.nan
+    else:
+        x[5, 0, 2, 2] = -np.inf
+    first = "conv2" if where == "conv1" else "conv1"
+    with pytest.raises(MagicInitError, match="layer '%s': its input .* is not finite" % first):
+        WithinLayer(layers=layers)(net, SampleRunner(net, x, 8))
+
+
+@pytest.mark.parametrize("init", ["gaussian", "kmeans"])
+def test_the_batch_size_does_not_change_the_weights(init):
+    """Patch locations are drawn per image index, not per batch: batch size is a memory knob."""
+    results = []
+    for batch in (3, 8, 40):
+        net = small_convnet()
+        WithinLayer(init=init, seed=7)(net, SampleRunner(net, sample(), batch))
+        results.append([b.data.copy() for blobs in net.params.values() for b in blobs])
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * np.abs(b).max())

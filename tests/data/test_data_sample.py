@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import threading
 
 import numpy as np
 import pytest
@@ -51,7 +52,7 @@ def test_unreadable_images_are_logged_skipped_counted_and_replaced(tmp_path, cap
     assert sample.used == 8 and len(sample.skipped) == 2 and sample.source_size == 10
     assert all("broken" in name for name, _ in sample.skipped)
     assert "skipping" in caplog.text and "broken0.jpg" in caplog.text
-    assert "used 8 images, skipped 2 unreadable" in caplog.text
+    assert "9 images asked for, only 8 read, 2 skipped as unreadable" in caplog.text
     sample = load_sample(folder, SMALL, num_images=7, seed=3)
     assert sample.used == 7  # skipped ones are replaced from the rest of the permutation
 
@@ -86,3 +87,75 @@ def test_accepts_a_source_object():
     files = read_image_list(LIST)
     source = ImageFiles(files.paths[:2], name="two")
     assert load_sample(source, SMALL).used == 2
+
+
+def test_fewer_images_than_asked_for_is_one_warning(caplog):
+    with caplog.at_level(logging.WARNING, logger="magic_init.data"):
+        sample = load_sample(LIST, SMALL, num_images=160)
+    assert sample.used == 8
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(lines) == 1, lines
+    assert "list.txt: 160 images asked for, only 8 read, 0 skipped as unreadable" in lines[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="magic_init.data"):
+        load_sample(LIST, SMALL, num_images=8)
+        load_sample(LIST, SMALL, num_images=3)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_fewer_images_warning_counts_the_skipped(tmp_path, caplog):
+    folder = copy_examples_with_corrupt(tmp_path, n_corrupt=3)
+    with caplog.at_level(logging.WARNING, logger="magic_init.data"):
+        sample = load_sample(folder, SMALL, num_images=50)
+    assert sample.used == 8 and len(sample.skipped) == 3
+    assert "50 images asked for, only 8 read, 3 skipped as unreadable" in caplog.text
+    assert sum("asked for" in r.getMessage() for r in caplog.records) == 1
+
+
+def load_without_blocking(spec, fifo, timeout=30, **kw):
+    """``load_sample(spec, SMALL, **kw)`` in a thread; fail if it is still blocked after ``timeout`` s
+    (then open the FIFO for writing and close it, so the blocked reader sees EOF and the thread ends)."""
+    outcome = {}
+
+    def target():
+        try:
+            outcome["sample"] = load_sample(spec, SMALL, **kw)
+        except Exception as e:
+            outcome["error"] = e
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(5)
+        pytest.fail("loading %s blocked on the FIFO %s for %d s" % (spec, fifo, timeout))
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["sample"]
+
+
+def test_fifo_named_in_a_list_is_skipped_not_waited_on(tmp_path, caplog):
+    files = read_image_list(LIST)
+    fifo = str(tmp_path / "pipe.jpg")
+    os.mkfifo(fifo)
+    lines = ["%s %d" % (p, i) for i, p in enumerate(files.paths)]
+    lines.insert(3, "pipe.jpg 99")
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    with caplog.at_level(logging.WARNING, logger="magic_init.data"):
+        sample = load_without_blocking(str(tmp_path / "list.txt"), fifo)
+    assert sample.used == 8 and sample.source_size == 9
+    assert [name for name, _ in sample.skipped] == [fifo]
+    assert "not a regular file" in sample.skipped[0][1]
+    assert "skipping %s: not a regular file" % fifo in caplog.text
+    np.testing.assert_array_equal(sample.labels, np.arange(8))
+
+
+def test_fifo_in_a_folder_is_skipped_not_waited_on(tmp_path, caplog):
+    folder = copy_examples_with_corrupt(tmp_path, n_corrupt=0)
+    fifo = os.path.join(folder, "0_pipe.png")
+    os.mkfifo(fifo)
+    with caplog.at_level(logging.WARNING, logger="magic_init.data"):
+        sample = load_without_blocking(folder, fifo, num_images=9)  # visits every item
+    assert sample.used == 8 and sample.source_size == 9
+    assert [name for name, _ in sample.skipped] == [fifo]
+    assert "skipping %s: not a regular file" % fifo in caplog.text

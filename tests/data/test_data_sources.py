@@ -1,7 +1,9 @@
 """Sources: list files, folders, globs, LMDB, prototxt data layers, and open_source's choice."""
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 
 import numpy as np
@@ -37,6 +39,33 @@ def test_exif_orientation_is_applied_as_opencv_does(tmp_path):
     path = str(tmp_path / "rot.jpg")
     img.save(path, exif=exif.tobytes())
     assert read_image(path).shape == (6, 2, 3)
+
+
+def test_non_regular_files_are_refused_before_opening(tmp_path):
+    fifo = str(tmp_path / "pipe.jpg")
+    os.mkfifo(fifo)
+    with pytest.raises(UnreadableImage, match="not a regular file"), alarm_after(10):
+        read_image(fifo)  # open() of a FIFO without a writer would block forever
+    if os.path.exists("/dev/null"):
+        with pytest.raises(UnreadableImage, match="not a regular file"):
+            read_image("/dev/null")
+    link = str(tmp_path / "link.png")
+    os.symlink(save_rgb(tmp_path / "real.png", (1, 2, 3)), link)
+    assert read_image(link).shape == (3, 4, 3)
+
+
+@contextlib.contextmanager
+def alarm_after(seconds):
+    """Fail the test when the block takes longer than ``seconds``: SIGALRM interrupts open()."""
+    def expire(signum, frame):
+        pytest.fail("still blocked after %d s" % seconds)
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def test_corrupt_bytes_raise_unreadable():

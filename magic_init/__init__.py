@@ -12,7 +12,9 @@ The CLI's steps, as functions (see README.md, "Python API")::
     model = magic_init.read_model("model.prototxt", "pretrained.caffemodel")   # weights optional
     net = magic_init.build_net(model, backend="torch", device="cpu", batch_size=16)
     sample = magic_init.load_sample(net, model, data="voc_train.txt", num_images=160)
-    magic_init.initialize(net, sample.data, init="kmeans")   # or magic_init.rescale(net, sample.data)
+    plan = magic_init.plan_initialization(model, net)         # the layers the model does not provide
+    magic_init.initialize(net, sample.data, init="kmeans", layers=plan.initialize)
+    # or, when the model provides every layer: magic_init.rescale(net, sample.data)
     stats = magic_init.measure(net, sample.data)
     magic_init.save_model("out.caffemodel", model, net)
 """
@@ -25,6 +27,7 @@ _LAZY = {
     "build_net": ("magic_init.load", "build_net"),
     "load_sample": ("magic_init.load", "load_sample"),
     "save_model": ("magic_init.load", "save_model"),
+    "plan_initialization": ("magic_init.load", "plan_initialization"),
     "initialize": ("magic_init.algorithm", "initialize"),
     "rescale": ("magic_init.algorithm", "rescale"),
     "measure": ("magic_init.measure_stat", "measure"),

@@ -25,12 +25,11 @@ By default the pass runs with Dropout active as in training (y = x·mask/(1-p), 
 backend's generator, seeded per block, ``Net.train_dropout``): the rates SGD sees are those of the
 net with its dropout noise, and a layer above a dropout layer receives inputs whose second moment is
 1/(1-p) times the deterministic one. ``dropout=False`` measures the deterministic TEST-phase net
-instead. Within a block the backend draws the masks batch after batch, layer after layer. With one
-Dropout layer and a backend whose generator is a serial stream (the built-in engine and Caffe, on
-CPU), image n's mask is the same for any batch size. With several Dropout layers, batches smaller
-than a block interleave their draws, so the masks, and the rates, then depend on the batch size
-(the backends draw masks per layer call, not per image); any batch size >= RATE_BLOCK gives the
-same masks, since its batches are then whole blocks.
+instead. Within a block the backend draws the masks batch after batch. The built-in engine gives
+each Dropout layer its own serial generator, so image n's mask is the same for any batch size.
+Caffe (pycaffe backend) draws every layer's masks from one generator, so with several Dropout
+layers, batches smaller than a block interleave their draws and the rates then depend on the batch
+size; any batch size >= RATE_BLOCK gives the same masks, since its batches are then whole blocks.
 """
 from __future__ import annotations
 
@@ -147,9 +146,9 @@ class RateMeter:
         """``{layer: LayerRates}`` over all batches; with keep_param_diffs also ``param_sq`` per layer.
 
         Block b of the sample runs with the Dropout masks of ``train_dropout(seed_b)``, seed_b drawn
-        from (seed, b): the masks of a block do not depend on how it is cut into batches as long as
-        the backend draws them serially and the net has at most one Dropout layer (or the batches are
-        whole blocks, batch_size >= RATE_BLOCK)."""
+        from (seed, b): the masks of a block do not depend on how it is cut into batches on the
+        engine (one serial generator per Dropout layer); on Caffe as long as the net has at most one
+        Dropout layer or the batches are whole blocks (batch_size >= RATE_BLOCK)."""
         net, names = self.net, self.net.layer_names
         sums, images = {}, 0
         self.param_sq = {}

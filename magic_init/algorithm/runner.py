@@ -96,8 +96,8 @@ class SampleRunner:
         """Forward every batch through layers (position, end]; call ``on_batch(i)`` while its blobs are set.
 
         The range is cut after every Dropout layer, so that each Dropout layer runs over all batches in
-        a row: drawing its masks from a serial generator, image n gets the same mask whatever the
-        batch size (a range with two of them would interleave their draws batch by batch)."""
+        a row: with one serial generator for all Dropout layers (Caffe's), image n gets the same mask
+        whatever the batch size (a range with two of them would interleave their draws batch by batch)."""
         if end <= self.position:
             return
         for stop in [i for i in range(self.position + 1, end) if self.net.layer_types[i] == "Dropout"] + [end]:

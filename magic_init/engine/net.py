@@ -163,20 +163,23 @@ class Net:
 
     @contextlib.contextmanager
     def train_dropout(self, seed=0):
-        """Dropout layers run as in TRAIN phase inside (y = x·mask/(1-p), masks from a torch
-        generator seeded with ``seed``); every other layer keeps its phase (BatchNorm keeps its
-        stored statistics). For measuring what training sees without changing any blob."""
+        """Dropout layers run as in TRAIN phase inside (y = x·mask/(1-p)); every other layer keeps
+        its phase (BatchNorm keeps its stored statistics). For measuring what training sees without
+        changing any blob. Each Dropout layer draws its masks from its own torch generator, seeded
+        by (``seed``, its position among the Dropout layers): its draws are one serial stream, so
+        image n gets the same mask however the images are cut into batches (layers do not
+        interleave their draws), and the global torch generator is not touched."""
         dropouts = [layer for layer, kind in zip(self.layers, self.layer_types) if kind == "Dropout"]
-        previous = [layer.phase for layer in dropouts]
-        with torch.random.fork_rng(devices=[self.torch_device] if self.torch_device.type == "cuda" else []):
-            torch.manual_seed(seed)
-            for layer in dropouts:
-                layer.phase = "train"
-            try:
-                yield self
-            finally:
-                for layer, phase in zip(dropouts, previous):
-                    layer.phase = phase
+        previous = [(layer.phase, layer.generator) for layer in dropouts]
+        for k, layer in enumerate(dropouts):
+            layer.phase = "train"
+            layer.generator = torch.Generator(device=self.torch_device)
+            layer.generator.manual_seed(int(np.random.SeedSequence([seed, k]).generate_state(1)[0]))
+        try:
+            yield self
+        finally:
+            for layer, (phase, generator) in zip(dropouts, previous):
+                layer.phase, layer.generator = phase, generator
 
     def _index(self, name, default):
         if name is None:

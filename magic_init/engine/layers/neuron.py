@@ -124,7 +124,10 @@ class Threshold(_Elementwise):
 
 @register("Dropout")
 class Dropout(_Elementwise):
-    """TRAIN: y = x * mask / (1 - p), mask ~ Bernoulli(1 - p); TEST: y = x."""
+    """TRAIN: y = x * mask / (1 - p), mask ~ Bernoulli(1 - p); TEST: y = x. Masks come from
+    ``generator`` when set (``Net.train_dropout``), else from torch's global generator."""
+
+    generator = None
 
     def setup(self):
         self.ratio = self.param.dropout_param.dropout_ratio
@@ -134,5 +137,5 @@ class Dropout(_Elementwise):
     def f(self, x):
         if self.phase != "train" or self.ratio == 0:
             return x
-        keep = torch.rand(x.shape, device=x.device) >= self.ratio
+        keep = torch.rand(x.shape, device=x.device, generator=self.generator) >= self.ratio
         return x * keep.to(x.dtype) * (1.0 / (1.0 - self.ratio))

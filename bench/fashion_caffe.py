@@ -4,6 +4,7 @@
     python3 bench/fashion_caffe.py train SOLVER WEIGHTS ITERS EVAL_EVERY OUT.json [SNAPSHOT.caffemodel]
     python3 bench/fashion_caffe.py original SNAPSHOT_DIR TRAIN_PROTOTXT OUT.caffemodel SEED [ORIGINAL'S FLAGS]
     python3 bench/fashion_caffe.py agree TRAIN_PROTOTXT MODEL_A MODEL_B BLOB TEST_ITER OUT.json
+    python3 bench/fashion_caffe.py start TRAIN_PROTOTXT MODEL BATCHES OUT.json
 
 ``fill`` saves the weights Caffe's own fillers give an untouched TRAIN net (``caffe.set_random_seed``),
 the baseline "Caffe filler" init. ``train`` is ``caffe train --weights WEIGHTS`` with pycaffe's
@@ -11,7 +12,10 @@ the baseline "Caffe filler" init. ``train`` is ``caffe train --weights WEIGHTS``
 every EVAL_EVERY iterations, including iteration 0. ``original`` runs the original research code
 (github philkr/magic_init, from a snapshot folder outside the project) on the train prototxt with its
 own data layer, on the CPU (its ``set_mode_gpu``/``set_device`` calls become CPU mode), seeded.
-``agree`` compares two models' predictions on the TEST batches. Used by train_few_labels.py and
+``agree`` compares two models' predictions on the TEST batches. ``start`` describes where SGD starts
+from a model: over BATCHES training batches (TRAIN phase, dropout active, seeded), the loss, the std of
+the last affine layer's output (the logits), and per affine layer ‖∂loss/∂W‖/‖W‖, the relative size of
+the first SGD step per unit learning rate. Used by train_few_labels.py and
 rescale_pretrained.py.
 """
 from __future__ import annotations
@@ -114,6 +118,33 @@ def agree(prototxt, model_a, model_b, blob, test_iter, out_json):
         json.dump(result, f)
 
 
+def start(prototxt, model, batches, out_json):
+    """Loss, logits std and per-layer relative gradient ‖∂L/∂W‖/‖W‖ at the start of training."""
+    import numpy as np
+    caffe = _caffe()
+    caffe.set_random_seed(0)
+    net = caffe.Net(prototxt, model, caffe.TRAIN)
+    affine = [name for name, layer in zip(net._layer_names, net.layers)
+              if layer.type in ("Convolution", "InnerProduct", "Deconvolution")]
+    logits = net.bottom_names[[n for n, l in zip(net._layer_names, net.layers) if l.type == "SoftmaxWithLoss"][0]][0]
+    loss, std, rel = [], [], {name: [] for name in affine}
+    for _ in range(int(batches)):
+        for name in affine:
+            for blob in net.params[name]:
+                blob.diff[...] = 0
+        out = net.forward()
+        net.backward()
+        loss.append(float(out["loss"]))
+        std.append(float(net.blobs[logits].data.std()))
+        for name in affine:
+            w = net.params[name][0]
+            rel[name].append(float(np.sqrt((w.diff.astype(np.float64) ** 2).sum() / (w.data.astype(np.float64) ** 2).sum())))
+    result = {"model": model, "batches": int(batches), "loss": float(np.mean(loss)), "logits": logits,
+              "logits_std": float(np.mean(std)), "relative_gradient": {k: float(np.mean(v)) for k, v in rel.items()}}
+    with open(out_json, "w") as f:
+        json.dump(result, f)
+
+
 def main(argv):
     if argv[0] == "fill":
         fill(argv[1], argv[3], argv[4])  # argv[2] (filler name) only labels the call
@@ -121,6 +152,8 @@ def main(argv):
         train(argv[1], argv[2], int(argv[3]), int(argv[4]), argv[5], argv[6] if len(argv) > 6 else None)
     elif argv[0] == "agree":
         agree(*argv[1:7])
+    elif argv[0] == "start":
+        start(*argv[1:5])
     elif argv[0] == "original":
         original(argv[1], argv[2], argv[3], argv[4], argv[5:])
     else:

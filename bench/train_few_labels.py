@@ -22,7 +22,9 @@ Arms (each "with Alg. 2" or not; an arm name alone means without, ``+alg2`` with
 
 Every run trains in real Caffe (pycaffe SGDSolver, scripts/caffe-env) and records the test
 accuracy on 1000 test images along the schedule. Inits and runs are cached in the work folder
-(delete it, or the ``inits/`` of an arm, to redo). Prints per (net, schedule) a table of final
+(delete it, or the ``inits/`` of an arm, to redo). An ``ours-*`` arm's cache name holds its options
+(hashed, for variants) but not magic_init's defaults: after a default changes, move that arm's
+inits and runs aside (or rename them to a variant that spells the old default out). Prints per (net, schedule) a table of final
 accuracy mean +/- std over seeds and checkpoints, writes JSON and learning-curve PNGs:
 
     python bench/train_few_labels.py --nets small,caffenet,vgg --schedules short,long --seeds 5 \\

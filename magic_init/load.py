@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from magic_init import layer_facts
 from magic_init.algorithm.netinfo import AFFINE_TYPES
 from magic_init.errors import ModelFileError, NetDefinitionError
 from magic_init.io import copy_weights, read_caffemodel, read_prototxt, write_caffemodel
@@ -134,7 +135,7 @@ def _guess_shapes(net_param, batch_size, size):
     """Shapes for data layers whose size only the data knows: 3 x H x W images, (batch,) labels."""
     shapes = {}
     for layer in net_param.layer:
-        if layer.type.endswith("Data") and layer.top:
+        if layer_facts.is_data(layer.type) and layer.top:
             shapes[layer.top[0]] = (batch_size, 3) + tuple(size)
             for top in layer.top[1:]:
                 shapes[top] = (batch_size,)

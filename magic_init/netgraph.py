@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import logging
 
+from magic_init import layer_facts
 from magic_init.errors import NetDefinitionError
 from magic_init.proto import caffe_pb2
 
 log = logging.getLogger(__name__)
 
-DATA_LAYER_TYPES = ("Data", "ImageData", "HDF5Data", "MemoryData", "WindowData", "DummyData",
-                    "Python", "AnnotatedData", "VideoData")
+#: The types with role ``data`` in ``magic_init.layer_facts`` (replaced by Input layers).
+DATA_LAYER_TYPES = layer_facts.types(role=layer_facts.DATA)
 _PHASES = {"train": caffe_pb2.TRAIN, "test": caffe_pb2.TEST}
 
 
@@ -68,8 +69,7 @@ def _check_unique_names(net) -> None:
 
 def _check_input_names(net, input_shapes) -> None:
     """Every name in ``input_shapes`` must be a top of an Input or data layer."""
-    known = [top for layer in net.layer if layer.type in DATA_LAYER_TYPES + ("Input",)
-             for top in layer.top]
+    known = [top for layer in net.layer if layer_facts.is_input(layer.type) for top in layer.top]
     unknown = sorted(set(input_shapes) - set(known))
     if unknown:
         raise NetDefinitionError("input_shapes names %s, but the net's inputs are %s"

@@ -2,22 +2,19 @@
 
 Layer kinds (affine, loss to strip), blob liveness, the layer range that carries the sample
 forward, and convolution geometry (from the instantiated NetParameter the backends expose as
-``net.net_param``; pycaffe's ``caffe.Net`` has no other way to report pad/stride/dilation).
+``net.net_param``; pycaffe's ``caffe.Net`` has no other way to report pad/stride/dilation). Layer
+types are read from ``magic_init.layer_facts``, geometry from ``magic_init.conv_geometry``.
 """
 from __future__ import annotations
 
-from collections import namedtuple
-
+from magic_init import conv_geometry as geometry, layer_facts
 from magic_init.errors import NetDefinitionError
 
-AFFINE_TYPES = ("Convolution", "InnerProduct", "Deconvolution")
+#: Read from ``magic_init.layer_facts`` (the one table of layer types).
+AFFINE_TYPES = layer_facts.types(role=layer_facts.AFFINE)
 #: Layers after the last of which the random linear loss is applied (paper §3, eq. 1).
-STRIP_TYPES = ("SoftmaxWithLoss", "Softmax", "SigmoidCrossEntropyLoss", "EuclideanLoss", "HingeLoss",
-               "InfogainLoss", "MultinomialLogisticLoss", "ContrastiveLoss", "Accuracy", "Silence",
-               "ArgMax")
-INPUT_TYPES = ("Input", "Data", "ImageData", "MemoryData", "HDF5Data", "DummyData", "WindowData")
-
-ConvGeometry = namedtuple("ConvGeometry", "kernel pad stride dilation group")
+STRIP_TYPES = layer_facts.types(scale=layer_facts.STRIPS)
+INPUT_TYPES = layer_facts.types(role=layer_facts.INPUT) + layer_facts.types(role=layer_facts.DATA)
 
 
 def affine_layers(net):
@@ -120,31 +117,23 @@ def sharing_layers(net, shared=None):
     return groups
 
 
-def _pair(values, value_h, value_w, has_hw, default):
-    """Caffe's scalar/repeated/``_h``/``_w`` resolution for one conv field (BaseConvolutionLayer::LayerSetUp)."""
-    if has_hw:
-        return (int(value_h), int(value_w))
-    values = list(values)
-    if not values:
-        return (default, default)
-    return (int(values[0]), int(values[-1] if len(values) > 1 else values[0]))
-
-
 def conv_geometry(net, name):
-    """Kernel, pad, stride, dilation (each (h, w)) and group of Convolution ``name``.
+    """Kernel, pad, stride, dilation (each one value per spatial axis) and group of Convolution ``name``.
 
-    Kernel size is read from the weight blob (out, in/group, kh, kw); the rest from
-    ``convolution_param``. Raises NetDefinitionError when the backend exposes no ``net_param``.
+    Resolved by ``magic_init.conv_geometry`` from ``convolution_param`` exactly as Caffe (and the
+    engine) does, over the weight blob's spatial axes; the kernel must match the weight blob
+    (out, in/group, *kernel). Raises NetDefinitionError when the backend exposes no ``net_param``.
     """
     param = layer_param(net, name)
     if param is None:
         raise NetDefinitionError("layer '%s': convolution geometry unknown (the net exposes no net_param)" % name)
-    p = param.convolution_param
-    weight = net.params[name][0].data
-    pad = _pair(p.pad, p.pad_h, p.pad_w, p.HasField("pad_h") or p.HasField("pad_w"), 0)
-    stride = _pair(p.stride, p.stride_h, p.stride_w, p.HasField("stride_h") or p.HasField("stride_w"), 1)
-    dilation = _pair(p.dilation, 1, 1, False, 1)
-    return ConvGeometry(tuple(weight.shape[2:4]), pad, stride, dilation, int(p.group))
+    weight_shape = tuple(net.params[name][0].data.shape)
+    where = "layer '%s' (%s)" % (name, param.type)
+    result = geometry.convolution(param.convolution_param, len(weight_shape) - 2, where)
+    if result.kernel != weight_shape[2:]:
+        raise NetDefinitionError("%s: kernel %s does not match the weight blob %s"
+                                 % (where, result.kernel, weight_shape))
+    return result
 
 
 def inner_product_axis(net, name):

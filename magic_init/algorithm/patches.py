@@ -4,15 +4,15 @@ A Convolution output at (b, y, x) of group g reads the patch
     x[b, g·C/G + c, y·s_h - p_h + i·d_h, x·s_w - p_w + j·d_w]   (zero outside the image),
 for c < C/G, i < k_h, j < k_w, flattened in (c, i, j) order — the column order of Caffe's
 weight blob (out, C/G, k_h, k_w). InnerProduct reads the bottom flattened from ``axis``.
+The geometry (a ``magic_init.conv_geometry.ConvGeometry``) and the output size come from
+``magic_init.conv_geometry``.
 """
 from __future__ import annotations
 
 import numpy as np
 
-
-def conv_output_size(size, kernel, pad, stride, dilation):
-    """Caffe's conv output extent: (size + 2p - (d(k-1)+1)) // s + 1."""
-    return (size + 2 * pad - (dilation * (kernel - 1) + 1)) // stride + 1
+from magic_init.conv_geometry import conv_output_size
+from magic_init.errors import NetDefinitionError
 
 
 def sample_locations(batch, height, width, count, rng):
@@ -22,6 +22,9 @@ def sample_locations(batch, height, width, count, rng):
 
 def output_extent(shape, geometry):
     """(out_h, out_w) of the convolution of ``geometry`` on a bottom of ``shape`` (N, C, H, W)."""
+    if len(geometry.kernel) != 2 or len(shape) != 4:
+        raise NetDefinitionError("patches are gathered from 2-D convolutions only (kernel %s, bottom %s)"
+                                 % (tuple(geometry.kernel), tuple(shape)))
     (kh, kw), (ph, pw), (sh, sw), (dh, dw) = geometry.kernel, geometry.pad, geometry.stride, geometry.dilation
     return conv_output_size(shape[2], kh, ph, sh, dh), conv_output_size(shape[3], kw, pw, sw, dw)
 

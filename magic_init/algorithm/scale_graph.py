@@ -4,7 +4,9 @@ Rescaling affine layer k by a positive factor r multiplies its output z_k by r. 
 that is positively homogeneous of degree 1, f(r·x) = r·f(x) for every r > 0, the factor reaches the
 next affine layer unchanged, per channel, where it is undone exactly by dividing the weight columns
 that read those channels (paper §3.2: the rescaling by s_k in Algorithm 2 keeps the function only
-through such layers). These pass, in both modes:
+through such layers). Which type does what is one column of ``magic_init.layer_facts.TABLE``
+(``scale``: passes, passes approximately, reshapes, concatenates, ties, blocks, strips); this module
+reads it. These pass, in both modes:
 
 * ReLU (max(r·x, 0) = r·max(x, 0)), PReLU (slope a: max(r·x, 0) + a·min(r·x, 0) = r·PReLU(x)),
   AbsVal (|r·x| = r·|x|), Dropout (the identity, or a fixed mask and factor), Split, Crop,
@@ -39,18 +41,19 @@ import logging
 
 import numpy as np
 
+from magic_init import layer_facts as facts
 from magic_init.algorithm import netinfo
 
 log = logging.getLogger(__name__)
 
+# How a scale passes each type is read from ``magic_init.layer_facts``; these tuples are views of it.
 #: Positively homogeneous of degree 1: a scale passes them exactly.
-PASS_TYPES = ("ReLU", "PReLU", "Pooling", "Dropout", "Split", "Crop", "AbsVal")
+PASS_TYPES = facts.types(scale=facts.PASSES)
 #: Homogeneous only approximately: passed without ``exact``, barriers with it.
-APPROX_PASS_TYPES = ("LRN",)
-RESHAPE_TYPES = ("Flatten", "Reshape")
+APPROX_PASS_TYPES = facts.types(scale=facts.APPROX)
+RESHAPE_TYPES = facts.types(scale=facts.RESHAPES)
 #: Barrier types known not to be homogeneous of degree 1 (others are "not known to be").
-NOT_HOMOGENEOUS = ("LRN", "Sigmoid", "TanH", "BatchNorm", "Scale", "Bias", "Power", "Exp", "Log", "BNLL",
-                   "ELU", "Threshold", "Softmax", "MVN", "Eltwise")
+NOT_HOMOGENEOUS = facts.types(nonhomogeneous=True)
 NO_GRADIENT = "no gradient reaches it"
 ZERO_INPUT = "its weight gradient is zero (so is its input)"
 #: Its rate ‖∇W‖/‖W‖ is undefined (‖W‖ = 0) and no factor Δ·W can make it nonzero.
@@ -143,8 +146,9 @@ class ScaleGraph:
         stopped = sorted({int(s) for src in bottoms if src is not None for s in np.unique(src) if s >= 0})
         if not stopped:
             return
-        label = "Eltwise PROD" if kind == "Eltwise" else kind
-        why = "not homogeneous" if kind in NOT_HOMOGENEOUS else "not known to be homogeneous"
+        row = facts.facts(kind)
+        label = "%s PROD" % kind if row.scale == facts.TIES else kind
+        why = "not homogeneous" if row.nonhomogeneous else "not known to be homogeneous"
         log.debug("layer '%s' (%s) is %s: %s keep their scale", name, label, why,
                   ", ".join(self.names[s] for s in stopped))
         for s in stopped:
@@ -173,15 +177,16 @@ class ScaleGraph:
 
     def _propagate(self, name, kind, bottoms, tops, srcs):
         """Source arrays of the tops of a non-affine layer (None entries mean 'no factor')."""
-        if kind in netinfo.INPUT_TYPES or not bottoms:
+        scale = facts.scale(kind)
+        if facts.is_input(kind) or not bottoms:
             return [None] * len(tops)
-        if kind in PASS_TYPES or (kind in APPROX_PASS_TYPES and not self.exact):
+        if scale == facts.PASSES or (scale == facts.APPROX and not self.exact):
             return [srcs[0]] * len(tops)
-        if kind == "Concat" and self._axis(name, "concat_param") == 1:
+        if scale == facts.CONCATENATES and self._axis(name, "concat_param") == 1:
             return [np.concatenate(srcs)]
-        if kind in RESHAPE_TYPES:
+        if scale == facts.RESHAPES:
             return [self._reshaped(srcs[0], bottoms[0], tops[0], "layer '%s' (%s)" % (name, kind))]
-        if kind == "Eltwise" and self._eltwise_op(name) != 0:
+        if scale == facts.TIES and self._eltwise_op(name) != 0:
             for other in srcs[1:]:
                 self._tie(srcs[0], other, "layer '%s' (Eltwise)" % name)
             return [srcs[0]]

@@ -16,17 +16,14 @@ from magic_init.data.sources import ImageFiles, LmdbDatums, parse_image_list
 from magic_init.data.transform import Transform
 from magic_init.errors import DataError
 
-DATA_LAYER_TYPES = ("ImageData", "Data")
-
 
 def source_from_layer(layer, base_dir: str | None = None, phase: str = "test"):
     """(source, Transform) for a ``caffe_pb2.LayerParameter`` of type ImageData or Data."""
-    if layer.type == "ImageData":
-        return _image_data(layer, base_dir, phase)
-    if layer.type == "Data":
-        return _lmdb_data(layer, base_dir, phase)
-    raise DataError("layer %r: cannot read samples from a %s layer (supported: %s)"
-                    % (layer.name, layer.type, ", ".join(DATA_LAYER_TYPES)))
+    reader = _READERS.get(layer.type)
+    if reader is None:
+        raise DataError("layer %r: cannot read samples from a %s layer (supported: %s)"
+                        % (layer.name, layer.type, ", ".join(DATA_LAYER_TYPES)))
+    return reader(layer, base_dir, phase)
 
 
 def _image_data(layer, base_dir, phase):
@@ -55,6 +52,12 @@ def _lmdb_data(layer, base_dir, phase):
     source = LmdbDatums(_resolve(param.source, base_dir), is_color=is_color)
     transform = Transform.from_proto(tp, is_color=is_color, phase=phase, base_dir=base_dir)
     return source, transform
+
+
+#: The data layers samples can be read from: a subset of the types with role ``data`` in
+#: ``magic_init.layer_facts`` (a test checks it), each with its reader.
+_READERS = {"ImageData": _image_data, "Data": _lmdb_data}
+DATA_LAYER_TYPES = tuple(_READERS)
 
 
 def _resolve(path: str, base_dir) -> str:

@@ -52,6 +52,7 @@ class FakeNet:
         for name, kind, bottoms, tops, opt in layers:
             p = self.net_param.layer.add(name=name, type=kind)
             if kind == "Convolution":
+                p.convolution_param.kernel_size.extend(opt["weight"][2:])
                 p.convolution_param.pad.append(opt.get("pad", 0))
                 p.convolution_param.stride.append(opt.get("stride", 1))
             for t in tops:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from magic_init.algorithm import patches
-from magic_init.algorithm.netinfo import ConvGeometry
+from magic_init.conv_geometry import ConvGeometry, conv_output_size
 
 
 def direct_conv_at(x, w, geometry, b, y, xo):
@@ -31,8 +31,8 @@ def test_conv_patches_match_a_direct_convolution():
     w = rng.standard_normal((6, 2, 3, 2)).astype(np.float32)
     count = 25
     groups = patches.conv_patches(x, geometry, count, np.random.default_rng(5))
-    images, ys, xs = patches.sample_locations(3, patches.conv_output_size(9, 3, 2, 2, 1),
-                                              patches.conv_output_size(11, 2, 1, 3, 2), count,
+    images, ys, xs = patches.sample_locations(3, conv_output_size(9, 3, 2, 2, 1),
+                                              conv_output_size(11, 2, 1, 3, 2), count,
                                               np.random.default_rng(5))
     assert len(groups) == 2 and groups[0].shape == (count, 2 * 3 * 2)
     for n in range(count):

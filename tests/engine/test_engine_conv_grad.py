@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from magic_init.conv_geometry import ConvGeometry
 from magic_init.engine.layers.conv_grad import convolution_gradients, input_gradient_space_to_depth, \
     space_to_depth_pays
-from magic_init.engine.layers.geometry import Window
 
 
 def _random_geometry(rng):
@@ -18,7 +18,7 @@ def _random_geometry(rng):
     stride = tuple(int(s) for s in rng.integers(1, 5, size=2))
     pad = tuple(int(rng.integers(0, k)) for k in kernel)
     size = tuple(int(k + rng.integers(0, 12)) for k in kernel)
-    return group, Window(kernel, stride, pad, (1, 1)), size
+    return group, ConvGeometry(kernel=kernel, stride=stride, pad=pad, dilation=(1, 1)), size
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -38,16 +38,17 @@ def test_space_to_depth_input_gradient_equals_torch(seed):
 
 def test_rewrite_is_used_only_for_strided_convolutions_over_few_channels():
     image = torch.zeros(1, 3, 16, 16)
-    assert space_to_depth_pays(image, Window((11, 11), (4, 4), (0, 0), (1, 1)), 1)
-    assert not space_to_depth_pays(image, Window((3, 3), (1, 1), (1, 1), (1, 1)), 1)
-    assert not space_to_depth_pays(image, Window((3, 3), (2, 2), (1, 1), (2, 2)), 1)
-    assert not space_to_depth_pays(torch.zeros(1, 64, 16, 16), Window((3, 3), (2, 2), (1, 1), (1, 1)), 1)
+    assert space_to_depth_pays(image, ConvGeometry(kernel=(11, 11), stride=(4, 4), pad=(0, 0), dilation=(1, 1)), 1)
+    assert not space_to_depth_pays(image, ConvGeometry(kernel=(3, 3), stride=(1, 1), pad=(1, 1), dilation=(1, 1)), 1)
+    assert not space_to_depth_pays(image, ConvGeometry(kernel=(3, 3), stride=(2, 2), pad=(1, 1), dilation=(2, 2)), 1)
+    assert not space_to_depth_pays(torch.zeros(1, 64, 16, 16),
+                                   ConvGeometry(kernel=(3, 3), stride=(2, 2), pad=(1, 1), dilation=(1, 1)), 1)
 
 
 def test_gradients_not_asked_for_are_none():
     x, weight = torch.randn(2, 3, 9, 9), torch.randn(4, 3, 3, 3)
     dy = torch.randn(2, 4, 4, 4)
-    window = Window((3, 3), (2, 2), (0, 0), (1, 1))
+    window = ConvGeometry(kernel=(3, 3), stride=(2, 2), pad=(0, 0), dilation=(1, 1))
     dx, dw, db = convolution_gradients(dy, x, weight, window, 1, False, True, False)
     assert dx is None and db is None and dw.shape == weight.shape
     dx, dw, db = convolution_gradients(dy, x, weight, window, 1, True, False, True)

@@ -8,6 +8,7 @@ autograd gives Caffe's backward (the net records one small graph per layer).
 """
 from __future__ import annotations
 
+from magic_init import layer_facts
 from magic_init.errors import UnsupportedLayerError
 from magic_init.proto import caffe_pb2
 
@@ -15,7 +16,8 @@ LAYER_TYPES = {}
 
 
 def register(type_name):
-    """Class decorator: register a Layer subclass under the exact Caffe type string."""
+    """Class decorator: register a Layer subclass under the exact Caffe type string (which also needs
+    a row in ``magic_init.layer_facts.TABLE``: its role and how Algorithm 2's scale passes it)."""
     def decorate(cls):
         cls.type = type_name
         LAYER_TYPES[type_name] = cls
@@ -97,8 +99,9 @@ class Layer:
         return True
 
     def default_loss_weight(self, top_index) -> float:
-        """Caffe: types named ``*Loss`` have loss weight 1 on their first top by default."""
-        return 1.0 if self.type.endswith("Loss") and top_index == 0 else 0.0
+        """Caffe: loss layers (role ``loss`` in ``magic_init.layer_facts``) have loss weight 1 on
+        their first top by default."""
+        return 1.0 if layer_facts.role(self.type) == layer_facts.LOSS and top_index == 0 else 0.0
 
     def where(self) -> str:
         return "layer %r (%s)" % (self.name, self.type)

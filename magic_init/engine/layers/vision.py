@@ -4,12 +4,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from magic_init import conv_geometry
+from magic_init.conv_geometry import pool_window, pooled_size
 from magic_init.errors import NetDefinitionError
 from magic_init.proto import caffe_pb2
 
 from .base import Layer, register
 from .conv_grad import convolution_gradients
-from .geometry import conv_window, pool_window, pooled_size
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _DECONV = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
@@ -19,7 +20,10 @@ _LOWEST = -3.4028234663852886e38      # -FLT_MAX: Caffe's MAX of a window lying 
 
 
 class _ConvolutionBase(Layer):
-    """Shared setup of Convolution and Deconvolution (both read ``convolution_param``)."""
+    """Shared setup of Convolution and Deconvolution (both read ``convolution_param``; geometry and
+    output size from ``magic_init.conv_geometry``)."""
+
+    transposed = False           # Deconvolution: output size is the convolution's inverse
 
     def setup(self):
         p = self.param.convolution_param
@@ -34,7 +38,7 @@ class _ConvolutionBase(Layer):
         if num_spatial not in _CONV:
             raise NetDefinitionError("%s: %d spatial axes are not supported"
                                      % (self.where(), num_spatial))
-        return conv_window(self.param.convolution_param, num_spatial, self.where())
+        return conv_geometry.convolution(self.param.convolution_param, num_spatial, self.where())
 
     def param_shapes(self, bottom_shapes):
         shape = bottom_shapes[0]
@@ -50,12 +54,7 @@ class _ConvolutionBase(Layer):
 
     def output_shapes(self, bottom_shapes):
         shape = bottom_shapes[0]
-        w = self.window(shape)
-        spatial = tuple(self.output_size(shape[2 + i], w.kernel[i], w.stride[i], w.pad[i], w.dilation[i])
-                        for i in range(len(w.kernel)))
-        if min(spatial) < 1:
-            raise NetDefinitionError("%s: the window does not fit the bottom %s (output %s)"
-                                     % (self.where(), shape, spatial))
+        spatial = conv_geometry.output_spatial(self.window(shape), shape[2:], self.transposed, self.where())
         return [(shape[0], self.num_output) + spatial]
 
 
@@ -65,11 +64,6 @@ class Convolution(_ConvolutionBase):
 
     def weight_shape(self, channels, kernel):
         return (self.num_output, channels // self.group) + tuple(kernel)
-
-    @staticmethod
-    def output_size(size, kernel, stride, pad, dilation):
-        """(size + 2 pad - (dilation (kernel - 1) + 1)) / stride + 1, rounded down."""
-        return (size + 2 * pad - (dilation * (kernel - 1) + 1)) // stride + 1
 
     def forward(self, bottoms, params):
         x = bottoms[0]
@@ -96,12 +90,10 @@ class Deconvolution(_ConvolutionBase):
     """Transposed convolution, weights (C_in, num_output / group, *kernel);
     out = stride (in - 1) + dilation (kernel - 1) + 1 - 2 pad."""
 
+    transposed = True
+
     def weight_shape(self, channels, kernel):
         return (channels, self.num_output // self.group) + tuple(kernel)
-
-    @staticmethod
-    def output_size(size, kernel, stride, pad, dilation):
-        return stride * (size - 1) + dilation * (kernel - 1) + 1 - 2 * pad
 
     def forward(self, bottoms, params):
         x = bottoms[0]

@@ -18,13 +18,12 @@ import sys
 
 import click
 
-from magic_init import __version__
+from magic_init import __version__, resources
+from magic_init.choices import INIT_KINDS, RATE_DEFINITIONS
 from magic_init.errors import MagicInitError
 from magic_init.io import STDOUT, atomic_write, check_output
 
-INITS = ("gaussian", "pca", "zca", "kmeans", "rand")
 FULL_MAX_PATCHES, FAST_MAX_PATCHES = 10000, 2000  # sample rows gathered per layer for data-driven inits
-RATE_DEFINITIONS = ("gradient", "eq4")   # magic_init.algorithm.rates.RATE_DEFINITIONS (not imported: fast --help)
 log = logging.getLogger("magic_init")
 
 
@@ -225,7 +224,7 @@ def cli():
 @cli.command("init")
 @click.argument("prototxt", type=click.Path(dir_okay=False))
 @click.argument("output", type=click.Path(dir_okay=False))
-@click.option("--init", "init", type=click.Choice(INITS), default="gaussian", show_default=True,
+@click.option("--init", "init", type=click.Choice(INIT_KINDS), default="gaussian", show_default=True,
               help="Weight initialization before within-layer normalization (paper §3.3).")
 @click.option("--beta", default=0.1, show_default=True, type=FiniteFloat(),
               help="Mean of the initialized layers' outputs (Alg. 1). Negative values are allowed: they start "
@@ -290,20 +289,16 @@ def init_command(prototxt, output, **kw):
     plan = load.plan_initialization(model, net, kw["zero_all"], kw["zero_from"])
     within = _within_layer_choice(kw, plan, verbose)
     sample = _sample(net, model, kw, progress)
-    from magic_init.algorithm import BetweenLayer, WithinLayer, run_passes
+    from magic_init.algorithm import build_passes, run_passes
 
-    passes = []
-    if within:
-        passes.append(WithinLayer(init=kw["init"], beta=kw["beta"], layers=plan.initialize,
-                                  seed=kw["seed"], max_patch_mb=kw["memory_limit"],
-                                  max_patches=FAST_MAX_PATCHES if kw["fast"] else FULL_MAX_PATCHES,
-                                  data_driven_fc=kw["data_driven_fc"], dropout=kw["stats_dropout"],
-                                  whitening_eps=kw["whitening_eps"]))
-    if kw["between_layer"]:
-        passes.append(BetweenLayer(alpha=kw["alpha"], max_iter=kw["max_iter"], tol=math.log1p(kw["tol"]),
-                                   seed=kw["seed"] + 1, rounds=1 if kw["fast"] else kw["rounds"], rate=kw["rate"],
-                                   # nothing re-initialized: the loaded model is rescaled, keep its function exactly
-                                   exact=not plan.initialize, verify=verbose >= 1, dropout=kw["rate_dropout"]))
+    passes = build_passes(
+        within_layer=within, between_layer=kw["between_layer"], init=kw["init"], beta=kw["beta"],
+        layers=plan.initialize, seed=kw["seed"], max_patch_mb=kw["memory_limit"],
+        max_patches=FAST_MAX_PATCHES if kw["fast"] else FULL_MAX_PATCHES, data_driven_fc=kw["data_driven_fc"],
+        stats_dropout=kw["stats_dropout"], whitening_eps=kw["whitening_eps"], alpha=kw["alpha"],
+        max_iter=kw["max_iter"], tol=math.log1p(kw["tol"]), rounds=1 if kw["fast"] else kw["rounds"],
+        rate=kw["rate"], verify=verbose >= 1, rate_dropout=kw["rate_dropout"],
+        exact=not plan.initialize)     # nothing re-initialized: the loaded model is rescaled, keep its function
     run_passes(net, sample.data, passes, batch_size=kw["batch_size"], progress=progress)
     load.save_model(output, model, net)
     log.info("wrote %s", output)
@@ -361,7 +356,9 @@ def main(argv=None):
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _terminate)
     try:
-        cli.main(args=argv, prog_name="magic_init", standalone_mode=False)
+        # a bundled file named by its repository path (models/tiny.prototxt) works from any folder
+        args = resources.resolve_argv(sys.argv[1:] if argv is None else list(argv))
+        cli.main(args=args, prog_name="magic_init", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("magic_init: aborted", err=True)
         sys.exit(130)

@@ -25,12 +25,12 @@ def run_cli(*args):
 
 def test_cli_defaults_for_rounds_and_rate_are_the_api_defaults():
     from magic_init.algorithm import initialize, rescale
-    from magic_init.algorithm.rates import RATE_DEFINITIONS
-    from magic_init.cli import RATE_DEFINITIONS as CLI_RATES
+    from magic_init.choices import INIT_KINDS, RATE_DEFINITIONS
     from magic_init.cli import init_command
 
     options = {p.name: p for p in init_command.params}
-    assert tuple(CLI_RATES) == tuple(RATE_DEFINITIONS)
+    assert tuple(options["rate"].type.choices) == RATE_DEFINITIONS      # one list, read by both
+    assert tuple(options["init"].type.choices) == INIT_KINDS
     for api in (initialize, rescale):
         defaults = inspect.signature(api).parameters
         assert options["rounds"].default == defaults["rounds"].default

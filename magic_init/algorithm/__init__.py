@@ -20,10 +20,11 @@ import numpy as np
 
 from magic_init.algorithm.between_layer import BetweenLayer
 from magic_init.algorithm.runner import SampleRunner
-from magic_init.algorithm.weight_init import INIT_KINDS
+from magic_init.algorithm.weight_init import WHITENING_EPS
 from magic_init.algorithm.within_layer import WithinLayer
+from magic_init.choices import INIT_KINDS
 
-__all__ = ["initialize", "rescale", "run_passes", "WithinLayer", "BetweenLayer", "SampleRunner", "INIT_KINDS"]
+__all__ = ["initialize", "rescale", "build_passes", "run_passes", "WithinLayer", "BetweenLayer", "SampleRunner", "INIT_KINDS"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,35 @@ def run_passes(net, sample, passes, batch_size=16, progress=False):
     return report
 
 
+def build_passes(within_layer=True, between_layer=True, init="gaussian", beta=0.1, layers=None, seed=0,
+                 max_patches=10000, max_patch_mb=256, data_driven_fc=False, stats_dropout=True,
+                 whitening_eps=WHITENING_EPS, alpha=0.25, max_iter=10, tol=DEFAULT_TOL, rounds=2, rate="gradient",
+                 exact=False, verify=False, rate_dropout=True):
+    """The passes of one run, validated before any of them runs (an unknown ``init`` or ``rate``
+    raises ValueError here). The one place that turns options into passes: ``initialize``,
+    ``rescale`` and the CLI all build them here.
+
+    Args:
+        within_layer: Algorithm 1 (``WithinLayer``) on ``layers`` (None: every affine layer).
+        between_layer: Algorithm 2 (``BetweenLayer``) on all affine layers; ``exact`` keeps the
+            net's function up to one positive output factor (rescaling a loaded model).
+        others: the passes' parameters (see WithinLayer and BetweenLayer); Algorithm 2 draws its η
+            with ``seed + 1``.
+
+    Returns:
+        A list of passes for ``run_passes``.
+    """
+    passes = []
+    if within_layer:
+        passes.append(WithinLayer(init=init, beta=beta, layers=layers, seed=seed, max_patches=max_patches,
+                                  max_patch_mb=max_patch_mb, data_driven_fc=data_driven_fc, dropout=stats_dropout,
+                                  whitening_eps=whitening_eps))
+    if between_layer:
+        passes.append(BetweenLayer(alpha=alpha, max_iter=max_iter, tol=tol, seed=seed + 1, rounds=rounds, rate=rate,
+                                   exact=exact, verify=verify, dropout=rate_dropout))
+    return passes
+
+
 def initialize(net, sample, init="gaussian", beta=0.1, between_layer=True, alpha=0.25, max_iter=10,
                tol=DEFAULT_TOL, batch_size=16, layers=None, seed=0,
                max_patches=10000, max_patch_mb=256, rounds=2, rate="gradient", progress=False, verify=False,
@@ -58,12 +88,10 @@ def initialize(net, sample, init="gaussian", beta=0.1, between_layer=True, alpha
     connected ones). ``rate_dropout``: Algorithm 2 measures with Dropout active, as training runs;
     ``stats_dropout``: so does Algorithm 1 (its μ, σ are then those under dropout noise).
     Returns the passes' reports."""
-    passes = [WithinLayer(init=init, beta=beta, layers=layers, seed=seed,
+    passes = build_passes(between_layer=between_layer, init=init, beta=beta, layers=layers, seed=seed,
                           max_patches=max_patches, max_patch_mb=max_patch_mb, data_driven_fc=data_driven_fc,
-                          dropout=stats_dropout)]
-    if between_layer:
-        passes.append(BetweenLayer(alpha=alpha, max_iter=max_iter, tol=tol, seed=seed + 1, rounds=rounds,
-                                   rate=rate, verify=verify, dropout=rate_dropout))
+                          stats_dropout=stats_dropout, alpha=alpha, max_iter=max_iter, tol=tol, rounds=rounds,
+                          rate=rate, verify=verify, rate_dropout=rate_dropout)
     return run_passes(net, sample, passes, batch_size, progress=progress)
 
 
@@ -75,7 +103,6 @@ def rescale(net, sample, alpha=0.25, max_iter=10, tol=DEFAULT_TOL, batch_size=16
     (LRN, Sigmoid, BatchNorm, ...) are held fixed, and the report's ``held`` says why. ``verify``:
     measure the change rates once more after the last step (``rate_measured``, ``spread_measured``).
     ``rate_dropout``: measure with Dropout active, as fine-tuning runs."""
-    return run_passes(net, sample, [BetweenLayer(alpha=alpha, max_iter=max_iter, tol=tol, seed=seed + 1,
-                                                 rounds=rounds, rate=rate, exact=exact, verify=verify,
-                                                 dropout=rate_dropout)],
-                      batch_size, progress=progress)
+    passes = build_passes(within_layer=False, alpha=alpha, max_iter=max_iter, tol=tol, seed=seed, rounds=rounds,
+                          rate=rate, exact=exact, verify=verify, rate_dropout=rate_dropout)
+    return run_passes(net, sample, passes, batch_size, progress=progress)

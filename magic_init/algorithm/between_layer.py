@@ -58,6 +58,7 @@ import numpy as np
 from magic_init.algorithm import netinfo
 from magic_init.algorithm.rates import RateMeter, scale_columns
 from magic_init.algorithm.scale_graph import NO_GRADIENT, ZERO_INPUT, ZERO_WEIGHTS, ScaleGraph
+from magic_init.choices import check_rate
 from magic_init.errors import MagicInitError, NetDefinitionError
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ class BetweenLayer:
     def __init__(self, alpha=0.25, max_iter=10, tol=np.log(1.01), seed=0, rounds=2, rate="gradient",
                  exact=False, verify=False, dropout=True):
         self.alpha, self.max_iter, self.tol, self.seed, self.rounds = alpha, max_iter, tol, seed, rounds
+        check_rate(rate)                 # before any pass: a typo must not cost a forward+backward pass
         self.rate = rate
         self.exact, self.verify = bool(exact), bool(verify)
         self.dropout = bool(dropout)

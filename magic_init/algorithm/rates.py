@@ -36,11 +36,11 @@ from __future__ import annotations
 import numpy as np
 
 from magic_init.algorithm import netinfo
+from magic_init.choices import check_rate
 from magic_init.algorithm.runner import load_blobs, training_dropout
 from magic_init.algorithm.within_layer import output_view
 
 
-RATE_DEFINITIONS = ("gradient", "eq4")
 #: Images per weight-gradient estimate: param diffs accumulate over one block of this many images,
 #: whatever the batch size (the original code estimated from one batch of 16).
 RATE_BLOCK = 16
@@ -62,8 +62,7 @@ class LayerRates:
 
     def __init__(self, name, kind, group, col_sq, y_sq, col_w2, rows, numel, col_g2=None, taps=1,
                  definition="eq4"):
-        if definition not in RATE_DEFINITIONS:
-            raise ValueError("unknown rate definition %r; choose one of %s" % (definition, ", ".join(RATE_DEFINITIONS)))
+        check_rate(definition)
         self.name, self.kind, self.group = name, kind, group
         self.col_sq = col_sq      # E[z_{k-1}(j)²] per column
         self.y_sq = y_sq          # E[‖y_k‖²] per group

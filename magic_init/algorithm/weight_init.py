@@ -13,9 +13,10 @@ import logging
 
 import numpy as np
 
+from magic_init.choices import DATA_DRIVEN_KINDS, check_init
+
 log = logging.getLogger(__name__)
 
-INIT_KINDS = ("gaussian", "pca", "zca", "kmeans", "rand")
 #: Relative eigenvalue below which a direction is treated as absent from the sample.
 EIGEN_FLOOR = 1e-6
 #: Default whitening regularization ε, relative to the mean eigenvalue (see ``whitening``).
@@ -182,16 +183,12 @@ def rand(patches, m, rng, eps=WHITENING_EPS):
 _DATA_DRIVEN = {"pca": pca, "zca": zca, "kmeans": kmeans, "rand": rand}
 
 
-def check_kind(kind):
-    """Raise ValueError naming the valid kinds when ``kind`` is not one of INIT_KINDS."""
-    if kind not in INIT_KINDS:
-        raise ValueError("unknown init %r; choose one of %s" % (kind, ", ".join(INIT_KINDS)))
-
-
 def data_driven(kind, patches, m, rng, eps=WHITENING_EPS):
     """W (m × d) from the patches by ``kind``, whitening regularized by ``eps``; None when the sample
     is too small (n < m)."""
-    check_kind(kind)
+    if kind == "gaussian":
+        raise ValueError("'gaussian' is not a data-driven init: use weight_init.gaussian(shape, rng)")
+    check_init(kind, DATA_DRIVEN_KINDS)
     if len(patches) < m:
         return None
     return _DATA_DRIVEN[kind](patches, m, rng, eps=eps)

@@ -35,6 +35,7 @@ import numpy as np
 
 from magic_init.algorithm import netinfo, patches, weight_init
 from magic_init.algorithm.runner import training_dropout
+from magic_init.choices import check_init
 from magic_init.errors import MagicInitError, NetDefinitionError
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,7 @@ class WithinLayer:
     def __init__(self, init="gaussian", beta=0.1, layers=None, seed=0,
                  max_patches=10000, max_patch_mb=256, data_driven_fc=False, dropout=True,
                  whitening_eps=weight_init.WHITENING_EPS):
-        weight_init.check_kind(init)
+        check_init(init)
         self.init, self.beta = init, beta
         self.data_driven_fc, self.dropout = data_driven_fc, dropout
         self.seed, self.whitening_eps = seed, whitening_eps

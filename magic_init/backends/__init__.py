@@ -41,7 +41,7 @@ def resolve_backend(name="auto"):
         if name == "caffe":
             raise BackendError("backend 'caffe' asked for, but pycaffe does not import (import caffe failed)")
     if not _torch_available():
-        raise BackendError("the built-in engine needs PyTorch: pip install torch==2.13.0"
+        raise BackendError("the built-in engine needs PyTorch 2.13.0, the CPU build without an NVIDIA GPU, else the CUDA build: bash scripts/setup.sh picks it (README.md, 'PyTorch builds')"
                            + ("" if name == "torch" else " (or install pycaffe)"))
     return "torch"
 

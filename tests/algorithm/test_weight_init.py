@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from magic_init.algorithm import weight_init
+from magic_init.algorithm import BetweenLayer, WithinLayer, weight_init
 
 
 def correlated_patches(n=4000, d=8, seed=0):
@@ -81,4 +81,12 @@ def test_too_few_samples_returns_none():
 
 def test_unknown_kind_lists_the_choices():
     with pytest.raises(ValueError, match="gaussian, pca, zca, kmeans, rand"):
-        weight_init.check_kind("elwise")
+        WithinLayer(init="elwise")
+    with pytest.raises(ValueError, match="'gaussian' is not a data-driven init"):
+        weight_init.data_driven("gaussian", correlated_patches(n=50), 8, np.random.default_rng(0))
+
+
+def test_a_bad_rate_definition_is_rejected_before_any_pass():
+    """BetweenLayer checks its rate when built, not after a forward+backward pass."""
+    with pytest.raises(ValueError, match="gradient, eq4"):
+        BetweenLayer(rate="grad")

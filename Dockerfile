@@ -25,8 +25,12 @@ ENV DEBIAN_FRONTEND=noninteractive \
     GLOG_minloglevel=2
 COPY scripts/install-caffe-deps.sh /tmp/install-caffe-deps.sh
 RUN sh /tmp/install-caffe-deps.sh && rm /tmp/install-caffe-deps.sh
+# The image's Python (3.8/3.9, old setuptools) cannot build from pyproject.toml offline: run the
+# checkout in place, as scripts/caffe-env does in its chroot.
 COPY . /opt/magic_init
-RUN pip3 install --no-cache-dir --no-deps /opt/magic_init
+ENV PYTHONPATH=/opt/magic_init
+RUN printf '#!/bin/sh\nexec python3 -m magic_init "$@"\n' >/usr/local/bin/magic_init \
+    && chmod 755 /usr/local/bin/magic_init
 WORKDIR /work
 ENTRYPOINT ["magic_init"]
 CMD ["--help"]

@@ -21,10 +21,11 @@ import click
 from magic_init import __version__, resources
 from magic_init.choices import INIT_KINDS, RATE_DEFINITIONS
 from magic_init.errors import MagicInitError
-from magic_init.io import STDOUT, atomic_write, check_output
+from magic_init.io import STDOUT, atomic_write, check_output, same_file
 
 FULL_MAX_PATCHES, FAST_MAX_PATCHES = 10000, 2000  # sample rows gathered per layer for data-driven inits
 log = logging.getLogger("magic_init")
+NOTHING_TO_DO = "nothing to do: both Algorithm 1 (--within-layer) and Algorithm 2 (--between-layer) are off"
 
 
 class FiniteFloat(click.ParamType):
@@ -84,9 +85,11 @@ def _common_options(func):
                      help="Start from this caffemodel (binary, text or HDF5; legacy formats upgraded)."),
         click.option("--num-images", default=160, show_default=True, type=click.IntRange(1), help="Images in the sample."),
         click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1), help="Images per forward pass."),
-        click.option("--mean", metavar="B,G,R", help="Mean to subtract (overrides the prototxt's transform_param)."),
+        click.option("--mean", metavar="B,G,R", callback=lambda ctx, param, text: _parse_floats(text, "--mean"),
+                     help="Mean to subtract (overrides the prototxt's transform_param)."),
         click.option("--scale", type=FiniteFloat(), help="Multiply pixels by this after mean subtraction."),
-        click.option("--size", metavar="H[,W]", help="Input size (overrides the net's input shape)."),
+        click.option("--size", metavar="H[,W]", callback=lambda ctx, param, text: _parse_size(text),
+                     help="Input size (overrides the net's input shape)."),
         click.option("--seed", default=0, show_default=True, type=click.IntRange(0, MAX_SEED),
                      help="Seed for sampling and random inits."),
         click.option("--backend", type=click.Choice(("auto", "caffe", "torch")), default="auto", show_default=True,
@@ -131,6 +134,7 @@ def _parse_floats(text, what):
 
 
 def _parse_size(text):
+    """``--size H[,W]`` as (H, W), or None."""
     values = _parse_floats(text, "--size")
     if values is None:
         return None
@@ -145,7 +149,7 @@ def _model_and_net(prototxt, kw):
 
     model = load.read_model(prototxt, kw["load"])
     net = load.build_net(model, backend=kw["backend"], device=kw["device"], batch_size=kw["batch_size"],
-                         size=_parse_size(kw["size"]))
+                         size=kw["size"])
     load.affine_layer_names(net)
     return model, net
 
@@ -155,8 +159,8 @@ def _sample(net, model, kw, progress):
     from magic_init import load
 
     return load.load_sample(net, model, data=kw["data"], root=kw["root"], num_images=kw["num_images"],
-                            batch_size=kw["batch_size"], mean=_parse_floats(kw["mean"], "--mean"),
-                            scale=kw["scale"], size=_parse_size(kw["size"]), seed=kw["seed"], progress=progress)
+                            batch_size=kw["batch_size"], mean=kw["mean"], scale=kw["scale"], size=kw["size"],
+                            seed=kw["seed"], progress=progress)
 
 
 def _within_layer_choice(kw, plan, verbose):
@@ -171,8 +175,7 @@ def _within_layer_choice(kw, plan, verbose):
     if not within and (kw["zero_all"] or kw["zero_from"]):
         raise click.UsageError("--zero-all/--zero-from re-initialize layers, which needs Algorithm 1 (--within-layer)")
     if not within and not kw["between_layer"]:
-        raise click.UsageError("nothing to do: both Algorithm 1 (--within-layer) and Algorithm 2 "
-                               "(--between-layer) are off")
+        raise click.UsageError(NOTHING_TO_DO)
     return within
 
 
@@ -194,13 +197,6 @@ def _log_load_match(path, plan, verbose):
 def _names(names, limit=12):
     shown = ", ".join("'%s'" % n for n in names[:limit])
     return shown + (" and %d more" % (len(names) - limit) if len(names) > limit else "")
-
-
-def _same_file(a, b):
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _run_inputs(prototxt, kw):
@@ -273,14 +269,13 @@ def init_command(prototxt, output, **kw):
     verbose = kw.pop("verbose")  # -v: Algorithm 2 measures its result (BetweenLayer verify)
     progress = _setup_logging(kw.pop("quiet"), verbose)
     inputs = _run_inputs(prototxt, kw)
-    if kw["load"] and _same_file(kw["load"], output):
+    if kw["load"] and same_file(kw["load"], output):
         if not kw["overwrite"]:
             raise click.UsageError("OUTPUT is the --load model; pass --overwrite to replace it")
         del inputs["--load model"]
     check_output(output, inputs)
     if kw["within_layer"] is False and not kw["between_layer"]:
-        raise click.UsageError("nothing to do: both Algorithm 1 (--within-layer) and Algorithm 2 "
-                               "(--between-layer) are off")
+        raise click.UsageError(NOTHING_TO_DO)
     if kw["zero_all"] and kw["zero_from"]:
         raise click.UsageError("--zero-all and --zero-from exclude each other (--zero-all re-initializes every layer)")
     if not kw["load"] and (kw["zero_all"] or kw["zero_from"]):
@@ -311,7 +306,7 @@ def init_command(prototxt, output, **kw):
 @_common_options
 def stats_command(prototxt, json_path, plot_path, **kw):
     """Print per-layer activation and change-rate statistics (paper Fig. 1)."""
-    from magic_init import load, measure_stat, report
+    from magic_init import measure_stat, report
 
     progress = _setup_logging(kw.pop("quiet"), kw.pop("verbose"))
     inputs = _run_inputs(prototxt, kw)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from magic_init import layer_facts
+from magic_init.algorithm import netinfo
 from magic_init.algorithm.netinfo import AFFINE_TYPES
 from magic_init.errors import ModelFileError, NetDefinitionError
 from magic_init.io import copy_weights, read_caffemodel, read_prototxt, write_caffemodel
@@ -58,7 +59,7 @@ def _blob_role(index):
 
 def affine_layer_names(net):
     """Names of ``net``'s affine layers (what the algorithm works on); NetDefinitionError if none."""
-    affine = [name for name, kind in zip(net.layer_names, net.layer_types) if kind in AFFINE_TYPES]
+    affine = [net.layer_names[i] for i in netinfo.affine_layers(net)]
     if not affine:
         raise NetDefinitionError("the net has no %s layer: nothing to initialize or measure"
                                  % "/".join(AFFINE_TYPES))
@@ -81,7 +82,7 @@ def plan_initialization(model, net, zero_all=False, zero_from=None):
 
     A loaded layer keeps its weights even when they are all zero (e.g. a zero-initialized last
     residual layer). Raises NetDefinitionError when ``zero_from`` names no layer of the net."""
-    names = list(net.layer_names)
+    position = {name: i for i, name in enumerate(net.layer_names)}
     affine = affine_layer_names(net)
     provided = {name for name, arrays in model.weights.items() if arrays}
     loaded = [name for name in affine if name in provided]
@@ -90,11 +91,10 @@ def plan_initialization(model, net, zero_all=False, zero_from=None):
     if zero_all:
         chosen = set(affine)
     if zero_from is not None:
-        if zero_from not in names:
+        if zero_from not in position:
             raise NetDefinitionError("--zero-from: the net has no layer named '%s'" % zero_from)
-        start = names.index(zero_from)
-        chosen |= {name for name in affine if names.index(name) >= start}
-    unmatched = sorted(set(model.weights) - set(names))
+        chosen |= {name for name in affine if position[name] >= position[zero_from]}
+    unmatched = sorted(set(model.weights) - set(position))
     return InitPlan([name for name in affine if name in chosen], loaded, new, unmatched)
 
 

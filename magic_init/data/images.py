@@ -23,6 +23,8 @@ import stat
 import numpy as np
 from PIL import Image, ImageOps
 
+from magic_init.io.outputs import file_kind
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp")
@@ -53,14 +55,7 @@ def _check_regular_file(path: str) -> None:
     except (OSError, ValueError) as e:      # ValueError: a NUL byte in the path
         raise UnreadableImage("cannot open: %s" % (getattr(e, "strerror", None) or e)) from None
     if not stat.S_ISREG(mode):
-        raise UnreadableImage("not a regular file (%s)" % _file_kind(mode))
-
-
-def _file_kind(mode: int) -> str:
-    """What a non-regular file is, in words: 'FIFO', 'character device', ..."""
-    kinds = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
-             (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "directory"))
-    return next((name for test, name in kinds if test(mode)), "special file")
+        raise UnreadableImage("not a regular file (%s)" % file_kind(mode))
 
 
 def decode_image(data: bytes, is_color: bool | None = True) -> np.ndarray:

@@ -18,8 +18,13 @@ from magic_init.errors import ModelFileError
 
 STDOUT = "-"
 
-_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+_KINDS = ((stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
+          (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"))
+
+
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular one is, in words ('FIFO', 'folder', ...), from its st_mode."""
+    return next((name for test, name in _KINDS if test(mode)), "special file")
 
 
 def resolve_output(path) -> str:
@@ -44,10 +49,9 @@ def check_output(path, inputs=None, what="OUTPUT"):
     except OSError as error:
         raise ModelFileError("%s %s: cannot check it (%s)" % (what, path, error.strerror)) from None
     if mode is not None and not stat.S_ISREG(mode):
-        kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
-        raise ModelFileError("%s %s: exists and is %s; refusing to replace it" % (what, path, kind))
+        raise ModelFileError("%s %s: exists and is a %s; refusing to replace it" % (what, path, file_kind(mode)))
     for description, source in (inputs or {}).items():
-        if source and source != STDOUT and _same_file(target, source):
+        if source and source != STDOUT and same_file(target, source):
             raise ModelFileError("%s %s is the %s of this run; refusing to overwrite an input" % (what, path, description))
     folder = os.path.dirname(os.path.abspath(target))
     if not os.path.isdir(folder):
@@ -56,7 +60,7 @@ def check_output(path, inputs=None, what="OUTPUT"):
         raise ModelFileError("%s %s: folder %s is not writable" % (what, path, folder))
 
 
-def _same_file(a, b) -> bool:
+def same_file(a, b) -> bool:
     """Whether two paths name one file (hard links and symlinks included)."""
     try:
         return os.path.samefile(a, b)

@@ -24,17 +24,18 @@ except ImportError:  # pragma: no cover
 
 
 # --- the Debian mirror (scripts/caffe-env mirror) -------------------------------------------------
+# Sample apt configurations; every URI is on one reserved test host (RFC 2606 `.example`).
 
 DEBIAN_DEB822 = """\
 Types: deb
-# http://snapshot.example/archive/debian/20250520T000000Z
-URIs: http://mirror.example.net/debian
+# http://mirror.example/snapshot/debian/20250520T000000Z
+URIs: http://mirror.example/debian
 Suites: bookworm bookworm-updates
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 
 Types: deb
-URIs: http://mirror.example.net/debian-security
+URIs: http://mirror.example/debian-security
 Suites: bookworm-security
 Components: main
 """
@@ -42,49 +43,49 @@ Components: main
 # Security archive first, deb-src and a disabled stanza before the mirror, URIs on continuation lines.
 TRICKY_DEB822 = """\
 Types: deb
-URIs: http://security.example.org/debian-security
+URIs: http://mirror.example/debian-security
 Suites: trixie-security
 Components: main
 
 Types: deb-src
-URIs: http://src.example.org/debian
+URIs: http://mirror.example/src/debian
 Suites: trixie
 
 Enabled: no
 Types: deb
-URIs: http://disabled.example.org/debian
+URIs: http://mirror.example/disabled/debian
 Suites: trixie
 
 types: deb deb-src
 uris:
- https://mirror.example.org/debian/
- http://second.example.org/debian
+ https://mirror.example/tricky/debian/
+ http://mirror.example/second/debian
 suites: trixie trixie-updates
 components: main
 """
 
 UBUNTU_DEB822 = """\
 Types: deb
-URIs: http://archive.example.com/ubuntu/
+URIs: http://mirror.example/ubuntu/
 Suites: noble noble-updates noble-backports
 Components: main restricted universe multiverse
 
 Types: deb
-URIs: http://security.example.com/ubuntu/
+URIs: http://mirror.example/ubuntu-security/
 Suites: noble-security
 Components: main restricted universe multiverse
 """
 
 SOURCES_LIST = """\
-# deb http://commented.example.org/debian bookworm main
-deb-src http://src.example.org/debian bookworm main
-deb http://security.example.org/debian-security bullseye-security main
-deb http://security.example.org/debian-security buster/updates main
-deb [arch=amd64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://10.0.0.5:3142/debian/ bookworm main contrib # apt-cacher
-deb http://later.example.org/debian bookworm main
+# deb http://mirror.example/commented/debian bookworm main
+deb-src http://mirror.example/src/debian bookworm main
+deb http://mirror.example/debian-security bullseye-security main
+deb http://mirror.example/debian-security buster/updates main
+deb [arch=amd64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://mirror.example:3142/debian/ bookworm main contrib # apt-cacher
+deb http://mirror.example/later/debian bookworm main
 """
 
-UBUNTU_LIST = "deb http://archive.example.com/ubuntu jammy main universe\n"
+UBUNTU_LIST = "deb http://mirror.example/ubuntu jammy main universe\n"
 
 
 def _mirror(*files, env=None):
@@ -101,9 +102,9 @@ def _write(tmp_path, name, text):
 
 
 @pytest.mark.parametrize("name, text, expected", [
-    ("debian.sources", DEBIAN_DEB822, "http://mirror.example.net/debian"),
-    ("tricky.sources", TRICKY_DEB822, "https://mirror.example.org/debian"),
-    ("sources.list", SOURCES_LIST, "http://10.0.0.5:3142/debian"),
+    ("debian.sources", DEBIAN_DEB822, "http://mirror.example/debian"),
+    ("tricky.sources", TRICKY_DEB822, "https://mirror.example/tricky/debian"),
+    ("sources.list", SOURCES_LIST, "http://mirror.example:3142/debian"),
 ])
 def test_mirror_is_the_first_debian_archive_of_the_apt_sources(tmp_path, name, text, expected):
     proc = _mirror(_write(tmp_path, name, text))
@@ -116,7 +117,7 @@ def test_mirror_skips_ubuntu_sources_and_takes_the_next_debian_one(tmp_path):
     debian = _write(tmp_path, "debian.sources", DEBIAN_DEB822)
     proc = _mirror(tmp_path / "missing.list", ubuntu, debian)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "http://mirror.example.net/debian"
+    assert proc.stdout.strip() == "http://mirror.example/debian"
 
 
 def test_mirror_on_ubuntu_is_a_one_line_error_naming_the_override(tmp_path):
@@ -129,9 +130,9 @@ def test_mirror_on_ubuntu_is_a_one_line_error_naming_the_override(tmp_path):
 
 def test_mirror_override_wins(tmp_path):
     proc = _mirror(_write(tmp_path, "ubuntu.sources", UBUNTU_DEB822),
-                   env={"MAGIC_INIT_DEBIAN_MIRROR": "http://my.mirror.example/debian/"})
+                   env={"MAGIC_INIT_DEBIAN_MIRROR": "http://mirror.example/override/debian/"})
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "http://my.mirror.example/debian"
+    assert proc.stdout.strip() == "http://mirror.example/override/debian"
 
 
 def test_mirror_reads_this_machines_apt_configuration():

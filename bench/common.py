@@ -50,6 +50,18 @@ def chroot_path(path):
     return "/src/" + str(Path(path).resolve().relative_to(REPO))
 
 
+def chroot_tmp_root():
+    """The host path of the real-Caffe chroot's /tmp (a folder both sides see)."""
+    root = Path(subprocess.check_output([str(CAFFE_ENV), "path"], text=True).strip()) / "tmp"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def chroot_tmp(path):
+    """The chroot's path of a host file under the chroot's /tmp (see ``chroot_tmp_root``)."""
+    return "/tmp/" + str(Path(path).resolve().relative_to(chroot_tmp_root().resolve()))
+
+
 def caffe_env_argv(argv):
     """``argv`` run inside the real-Caffe chroot."""
     return [str(CAFFE_ENV), "run"] + [str(a) for a in argv]

@@ -3,6 +3,8 @@ and without numpy, so that the CLI's --help reads them without importing the alg
 
 - INIT_KINDS: weight inits before Algorithm 1 (paper §3.3); DATA_DRIVEN_KINDS need the layer's
   input patches, "gaussian" does not.
+- NORMALIZE_UNITS: Algorithm 1 divides by each channel's σ ("channel", the paper's Alg. 1) or by
+  the layer's root-mean-square σ ("layer": the drawn rows keep their relative norms).
 - RATE_DEFINITIONS: the change rate Algorithm 2 equalizes ("gradient": from the measured weight
   gradients, Eq. 3; "eq4": the paper's factorized Eq. 4).
 """
@@ -11,6 +13,8 @@ from __future__ import annotations
 INIT_KINDS = ("gaussian", "pca", "zca", "kmeans", "rand")
 DATA_DRIVEN_KINDS = ("pca", "zca", "kmeans", "rand")
 RATE_DEFINITIONS = ("gradient", "eq4")
+#: What Algorithm 1 scales to unit variance: each output channel (the paper) or the layer as a whole.
+NORMALIZE_UNITS = ("channel", "layer")
 
 
 def check_init(kind, allowed=INIT_KINDS):
@@ -24,3 +28,9 @@ def check_rate(definition):
     if definition not in RATE_DEFINITIONS:
         raise ValueError("unknown rate definition %r; choose one of %s"
                          % (definition, ", ".join(RATE_DEFINITIONS)))
+
+
+def check_normalize(unit):
+    """Raise ValueError naming the valid units when ``unit`` is not one of NORMALIZE_UNITS."""
+    if unit not in NORMALIZE_UNITS:
+        raise ValueError("unknown normalization %r; choose one of %s" % (unit, ", ".join(NORMALIZE_UNITS)))

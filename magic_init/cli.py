@@ -2,6 +2,7 @@
 
     magic_init PROTOTXT OUTPUT [--data SRC] [--init kmeans] [--load MODEL] ...   initialize / rescale
     magic_init stats PROTOTXT [--load MODEL] --data SRC [--json F] [--plot F]    measure (Fig. 1)
+    magic_init fold-bn NET MODEL OUT_NET OUT_MODEL                               fold BatchNorm layers
 
 Library code raises ``MagicInitError``; this module is the one place that turns it into a single
 ``magic_init: error: ...`` line and exit code 1 (click's own usage errors exit 2). Tracebacks are
@@ -19,7 +20,7 @@ import sys
 import click
 
 from magic_init import __version__, resources
-from magic_init.choices import INIT_KINDS, RATE_DEFINITIONS
+from magic_init.choices import INIT_KINDS, NORMALIZE_UNITS, RATE_DEFINITIONS
 from magic_init.errors import MagicInitError
 from magic_init.io import STDOUT, atomic_write, check_output, same_file
 
@@ -248,6 +249,9 @@ def cli():
 @click.option("--whitening-eps", default=1e-3, show_default=True, type=FiniteFloat(0, closed=False),
               help="Whitening regularization of pca/zca/kmeans/rand: ε added to the patch covariance's "
                    "eigenvalues, relative to their mean (larger: smoother filters).")
+@click.option("--normalize", type=click.Choice(NORMALIZE_UNITS), default="channel", show_default=True,
+              help="What Algorithm 1 scales to unit variance: each output channel (the paper's Alg. 1) or "
+                   "the layer as a whole (one factor per layer: the drawn rows keep their relative norms).")
 @click.option("--stats-dropout/--no-stats-dropout", default=True, show_default=True,
               help="Algorithm 1 normalizes each layer's outputs with Dropout active, as training runs "
                    "(the original tool's TRAIN-phase statistics); --no-stats-dropout: deterministic "
@@ -292,7 +296,7 @@ def init_command(prototxt, output, **kw):
         max_patches=FAST_MAX_PATCHES if kw["fast"] else FULL_MAX_PATCHES, data_driven_fc=kw["data_driven_fc"],
         stats_dropout=kw["stats_dropout"], whitening_eps=kw["whitening_eps"], alpha=kw["alpha"],
         max_iter=kw["max_iter"], tol=math.log1p(kw["tol"]), rounds=1 if kw["fast"] else kw["rounds"],
-        rate=kw["rate"], verify=verbose >= 1, rate_dropout=kw["rate_dropout"],
+        rate=kw["rate"], verify=verbose >= 1, rate_dropout=kw["rate_dropout"], normalize=kw["normalize"],
         exact=not plan.initialize)     # nothing re-initialized: the loaded model is rescaled, keep its function
     run_passes(net, sample.data, passes, batch_size=kw["batch_size"], progress=progress)
     load.save_model(output, model, net)
@@ -327,6 +331,24 @@ def stats_command(prototxt, json_path, plot_path, **kw):
             f.write(report.to_json(stats).encode())
     if plot_path:
         report.write_png(stats, plot_path)
+
+
+@cli.command("fold-bn")
+@click.argument("net", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("out_net", type=click.Path(dir_okay=False))
+@click.argument("out_model", type=click.Path(dir_okay=False))
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv: debug, with tracebacks).")
+def fold_bn_command(net, model, out_net, out_model, quiet, verbose):
+    """Fold BatchNorm (and Scale) layers into the affine layers before them.
+
+    Writes OUT_NET (prototxt) and OUT_MODEL (caffemodel) computing NET/MODEL's TEST-phase function;
+    BatchNorm layers that cannot be folded are kept and named in the log."""
+    from magic_init.fold_bn import fold_bn_files
+
+    _setup_logging(quiet, verbose)
+    fold_bn_files(net, model, out_net, out_model)
 
 
 def _debug():

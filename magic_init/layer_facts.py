@@ -70,6 +70,7 @@ TABLE = {
     "Python":                  _(DATA, BLOCKS),     # netgraph treats every Python layer as a data layer
     "AnnotatedData":           _(DATA, BLOCKS),     # SSD's Caffe fork
     "VideoData":               _(DATA, BLOCKS),     # C3D's Caffe fork
+    "DenseImageData":          _(DATA, BLOCKS),     # SegNet's Caffe fork
 
     "SoftmaxWithLoss":         _(LOSS, STRIPS),
     "SigmoidCrossEntropyLoss": _(LOSS, STRIPS),
@@ -111,9 +112,24 @@ TABLE = {
     "ELU":                     _(OTHER, BLOCKS, True),
     "Threshold":               _(OTHER, BLOCKS, True),
     "MVN":                     _(OTHER, BLOCKS, True),
+    "Tile":                    _(OTHER, BLOCKS),         # homogeneous, but tiling axis 1 changes the channels
+    "Reduction":               _(OTHER, BLOCKS),         # reduces the channels away (SUMSQ: degree 2)
+    "Embed":                   _(OTHER, BLOCKS),         # a table lookup: its bottom holds indices
 }
 
 del _
+
+#: Every layer type BVLC Caffe registers (src/caffe/layers/, 1.0 and master): a type outside this
+#: set comes from a Caffe fork (ROIPooling, Permute, PriorBox, Upsample, BN, Interp, ...).
+BVLC_TYPES = frozenset((
+    "AbsVal", "Accuracy", "ArgMax", "BatchNorm", "BatchReindex", "Bias", "BNLL", "Clip", "Concat",
+    "ContrastiveLoss", "Convolution", "Crop", "Data", "Deconvolution", "Dropout", "DummyData", "Eltwise",
+    "ELU", "Embed", "EuclideanLoss", "Exp", "Filter", "Flatten", "HDF5Data", "HDF5Output", "HingeLoss",
+    "Im2col", "ImageData", "InfogainLoss", "InnerProduct", "Input", "Log", "LRN", "LSTM", "LSTMUnit",
+    "MemoryData", "MultinomialLogisticLoss", "MVN", "Parameter", "Pooling", "Power", "PReLU", "Python",
+    "Recurrent", "Reduction", "ReLU", "Reshape", "RNN", "Scale", "Sigmoid", "SigmoidCrossEntropyLoss",
+    "Silence", "Slice", "Softmax", "SoftmaxWithLoss", "Split", "SPP", "Swish", "TanH", "Threshold", "Tile",
+    "WindowData"))
 
 #: Facts of a type the table does not know.
 UNKNOWN = LayerFacts(OTHER, BLOCKS, False)
@@ -146,6 +162,17 @@ def is_affine(kind: str) -> bool:
 def is_data(kind: str) -> bool:
     """A data layer (netgraph replaces it by an ``Input`` layer)."""
     return role(kind) == DATA
+
+
+def is_data_layer(layer) -> bool:
+    """Whether the LayerParameter ``layer`` reads samples: a data type, except a Python layer with
+    bottoms (Faster R-CNN's proposal layer computes from other blobs; it is not a source)."""
+    return is_data(layer.type) and not (layer.type == "Python" and len(layer.bottom) > 0)
+
+
+def is_fork_type(kind: str) -> bool:
+    """A type BVLC Caffe does not have: it comes from a Caffe fork."""
+    return kind not in BVLC_TYPES
 
 
 def is_input(kind: str) -> bool:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from magic_init import layer_facts
+from magic_init import layer_facts, netgraph
 from magic_init.algorithm import netinfo
 from magic_init.algorithm.netinfo import AFFINE_TYPES
 from magic_init.errors import ModelFileError, NetDefinitionError
@@ -135,18 +135,48 @@ def _guess_shapes(net_param, batch_size, size):
     """Shapes for data layers whose size only the data knows: 3 x H x W images, (batch,) labels."""
     shapes = {}
     for layer in net_param.layer:
-        if layer_facts.is_data(layer.type) and layer.top:
+        if layer_facts.is_data_layer(layer) and layer.top:
             shapes[layer.top[0]] = (batch_size, 3) + tuple(size)
             for top in layer.top[1:]:
                 shapes[top] = (batch_size,)
     return shapes
 
 
-def build_net(model, backend="auto", device="cpu", batch_size=16, size=None):
-    """Instantiate the model in TEST phase on a backend, with the loaded weights copied in."""
-    from magic_init.backends import get_net
+def _without_guessed_label_readers(net_param, size):
+    """``net_param`` without the losses/Accuracy reading a label whose shape only the data knows.
 
-    net = get_net(model.net, backend=backend, device=device, phase="test",
+    A data layer without shapes of its own (a database or Python layer, run with ``size``) gets a
+    guessed label shape (batch,), which is wrong for segmentation nets' (N, 1, H, W) labels; the
+    algorithm never runs those layers (Algorithm 2 puts its random linear loss below them)."""
+    try:
+        instantiate(net_param, phase="test")
+        return net_param
+    except NetDefinitionError:
+        if size is None:
+            return net_param
+    labels = {top for layer in net_param.layer if layer_facts.is_data_layer(layer) for top in layer.top[1:]}
+    kept = [layer for layer in net_param.layer
+            if not (layer_facts.scale(layer.type) == layer_facts.STRIPS and labels & set(layer.bottom))]
+    if len(kept) == len(net_param.layer):
+        return net_param
+    stripped = type(net_param)()
+    stripped.CopyFrom(net_param)
+    del stripped.layer[:]
+    stripped.layer.extend(kept)
+    return stripped
+
+
+def build_net(model, backend="auto", device="cpu", batch_size=16, size=None):
+    """Instantiate the model in TEST phase on a backend, with the loaded weights copied in.
+
+    On the built-in engine every layer type is checked first, so that a net with a layer the
+    engine cannot run fails naming that layer, before anything about its shapes is asked."""
+    from magic_init.backends import get_net, resolve_backend
+
+    if resolve_backend(backend) == "torch":
+        from magic_init.engine.layers import check_supported
+        check_supported(netgraph.filter_net(model.net, netgraph.net_state("test", net=model.net)).layer)
+    net = get_net(_without_guessed_label_readers(model.net, size), backend=backend, device=device, phase="test",
                   input_shapes=_input_shapes(model, batch_size, size))
     reset_unloaded_layers(net, {name for name, arrays in model.weights.items() if arrays})
     if model.weights:

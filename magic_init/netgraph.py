@@ -37,19 +37,25 @@ def phase_value(phase) -> int:
     return int(phase)
 
 
+def net_state(phase="test", level=0, stages=(), net=None):
+    """The NetState a net is instantiated in (``net``'s own state with these fields set)."""
+    result = caffe_pb2.NetState()
+    if net is not None:
+        result.CopyFrom(net.state)
+    result.phase = phase_value(phase)
+    result.level = int(level)
+    del result.stage[:]
+    result.stage.extend(stages)
+    return result
+
+
 def instantiate(net, phase="test", level=0, stages=(), input_shapes=None):
     """Return the NetParameter Caffe's ``Net::Init`` would run (``net`` is not modified).
 
     ``input_shapes`` maps top blob names of data/Input layers to shapes; it overrides the shapes
     an Input layer declares and supplies those a data layer cannot infer.
     """
-    state = caffe_pb2.NetState()
-    state.CopyFrom(net.state)
-    state.phase = phase_value(phase)
-    state.level = int(level)
-    del state.stage[:]
-    state.stage.extend(stages)
-    filtered = filter_net(_with_input_layer(net), state)
+    filtered = filter_net(_with_input_layer(net), net_state(phase, level, stages, net))
     _check_unique_names(filtered)
     input_shapes = dict(input_shapes or {})
     _check_input_names(filtered, input_shapes)
@@ -145,7 +151,7 @@ def filter_net(net, state):
 def replace_data_layers(net, input_shapes) -> None:
     """Replace data layers by Input layers (same name, tops), in place; apply ``input_shapes``."""
     for layer in net.layer:
-        if layer.type in DATA_LAYER_TYPES:
+        if layer_facts.is_data_layer(layer):
             shapes = data_layer_shapes(layer, input_shapes)
             _make_input_layer(layer, shapes)
         elif layer.type == "Input" and any(top in input_shapes for top in layer.top):
@@ -208,7 +214,7 @@ def _own_data_shape(layer) -> tuple:
         return (layer.window_data_param.batch_size, 3, size, size)
     raise NetDefinitionError(
         "%s layer %r: cannot tell the shape of top %r from the prototxt; pass it explicitly "
-        "(input_shapes={%r: (N, C, H, W)}, or --input-shape on the command line)"
+        "(input_shapes={%r: (N, C, H, W)}, or --size H,W on the command line)"
         % (kind, layer.name, layer.top[0], layer.top[0]))
 
 

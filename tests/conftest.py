@@ -16,6 +16,21 @@ from caffe_env import CaffeEnv, caffe_env_ready  # noqa: E402
 
 _caffe_tests_run = []
 
+#: The published nets of ../shared/realnets/ (never copied into the project); MAGIC_INIT_REALNETS
+#: points elsewhere.
+REALNETS = os.environ.get("MAGIC_INIT_REALNETS") or os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "shared", "realnets")
+
+
+@pytest.fixture(scope="session")
+def realnets():
+    """The folder of the real-nets corpus (skips where this checkout has none beside it)."""
+    from pathlib import Path
+
+    if not os.path.isfile(os.path.join(REALNETS, "SOURCES.tsv")):
+        pytest.skip("the real-nets corpus is not at %s (set MAGIC_INIT_REALNETS)" % REALNETS)
+    return Path(REALNETS)
+
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "caffe: compares against real Caffe (needs scripts/caffe-env)")

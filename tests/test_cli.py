@@ -51,7 +51,7 @@ def test_missing_prototxt(tmp_path):
 
 def test_prototxt_syntax_error_names_file_and_line(tmp_path):
     bad = tmp_path / "bad.prototxt"
-    bad.write_text('name: "x"\nlayer {\n  name: "data"\n  type: "Input"\n  top: "data"\n  bogus_field: 3\n}\n')
+    bad.write_text('name: "x"\nlayer {\n  name: "data"\n  type: "Input"\n  top: "data"\n  top: : 3\n}\n')
     assert_clean_error(run_cli(bad, tmp_path / "o.caffemodel", "--data", IMAGES), "bad.prototxt:6")
 
 

@@ -77,13 +77,14 @@ def test_the_lists_keep_their_former_contents():
         "LRN", "Sigmoid", "TanH", "BatchNorm", "Scale", "Bias", "Power", "Exp", "Log", "BNLL", "ELU",
         "Threshold", "Softmax", "MVN", "Eltwise"}
     assert netgraph.DATA_LAYER_TYPES == ("Data", "ImageData", "HDF5Data", "MemoryData", "WindowData",
-                                         "DummyData", "Python", "AnnotatedData", "VideoData")
+                                         "DummyData", "Python", "AnnotatedData", "VideoData", "DenseImageData")
 
 
 #: Parameters to run each engine type whose row says a scale passes it (test below).
 PASSING_PARAMS = {
     "ReLU": "", "PReLU": "", "AbsVal": "", "Dropout": "", "Split": "",
     "Pooling": "pooling_param { pool: MAX kernel_size: 3 stride: 2 pad: 1 }",
+    "Crop": 'bottom: "ref" crop_param { axis: 2 offset: 1 offset: 2 }',
 }
 
 
@@ -98,6 +99,7 @@ def test_engine_types_that_pass_a_scale_are_homogeneous(kind):
     tops = 'top: "y" top: "y2"' if kind == "Split" else 'top: "y"'
     net = Net(text_format.Merge(
         'layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 dim: 7 dim: 6 } } }\n'
+        'layer { name: "ref" type: "Input" top: "ref" input_param { shape { dim: 2 dim: 3 dim: 5 dim: 4 } } }\n'
         'layer { name: "f" type: "%s" bottom: "x" %s %s }' % (kind, tops, PASSING_PARAMS[kind]),
         caffe_pb2.NetParameter()))
     if kind == "PReLU":
@@ -105,8 +107,9 @@ def test_engine_types_that_pass_a_scale_are_homogeneous(kind):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 3, 7, 6)).astype(np.float32)
     r = np.array([0.5, 3.0, 7.0], np.float32)[None, :, None, None]
-    plain = net.forward(x=x)["y"].copy()
-    scaled = net.forward(x=x * r)["y"].copy()
+    ref = np.zeros((2, 3, 5, 4), np.float32)
+    plain = net.forward(x=x, ref=ref)["y"].copy()
+    scaled = net.forward(x=x * r, ref=ref)["y"].copy()
     np.testing.assert_allclose(scaled, plain * r, rtol=1e-5, atol=1e-6)
 
 

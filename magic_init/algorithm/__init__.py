@@ -50,7 +50,7 @@ def run_passes(net, sample, passes, batch_size=16, progress=False):
 def build_passes(within_layer=True, between_layer=True, init="gaussian", beta=0.1, layers=None, seed=0,
                  max_patches=10000, max_patch_mb=256, data_driven_fc=False, stats_dropout=True,
                  whitening_eps=WHITENING_EPS, alpha=0.25, max_iter=10, tol=DEFAULT_TOL, rounds=2, rate="gradient",
-                 exact=False, verify=False, rate_dropout=True):
+                 exact=False, verify=False, rate_dropout=True, normalize="channel"):
     """The passes of one run, validated before any of them runs (an unknown ``init`` or ``rate``
     raises ValueError here). The one place that turns options into passes: ``initialize``,
     ``rescale`` and the CLI all build them here.
@@ -69,7 +69,7 @@ def build_passes(within_layer=True, between_layer=True, init="gaussian", beta=0.
     if within_layer:
         passes.append(WithinLayer(init=init, beta=beta, layers=layers, seed=seed, max_patches=max_patches,
                                   max_patch_mb=max_patch_mb, data_driven_fc=data_driven_fc, dropout=stats_dropout,
-                                  whitening_eps=whitening_eps))
+                                  whitening_eps=whitening_eps, normalize=normalize))
     if between_layer:
         passes.append(BetweenLayer(alpha=alpha, max_iter=max_iter, tol=tol, seed=seed + 1, rounds=rounds, rate=rate,
                                    exact=exact, verify=verify, dropout=rate_dropout))
@@ -79,7 +79,7 @@ def build_passes(within_layer=True, between_layer=True, init="gaussian", beta=0.
 def initialize(net, sample, init="gaussian", beta=0.1, between_layer=True, alpha=0.25, max_iter=10,
                tol=DEFAULT_TOL, batch_size=16, layers=None, seed=0,
                max_patches=10000, max_patch_mb=256, rounds=2, rate="gradient", progress=False, verify=False,
-               data_driven_fc=False, rate_dropout=True, stats_dropout=True):
+               data_driven_fc=False, rate_dropout=True, stats_dropout=True, normalize="channel"):
     """Algorithm 1 on the affine layers named in ``layers`` (None: every affine layer; the others keep
     their weights), then, with ``between_layer``, Algorithm 2 on all affine layers (LRN passed
     approximately: the net is being initialized, its function need not be kept). ``verify``: Algorithm 2
@@ -87,11 +87,12 @@ def initialize(net, sample, init="gaussian", beta=0.1, between_layer=True, alpha
     ``init`` also for fully connected layers (default: convolutions only, gaussian rows for fully
     connected ones). ``rate_dropout``: Algorithm 2 measures with Dropout active, as training runs;
     ``stats_dropout``: so does Algorithm 1 (its μ, σ are then those under dropout noise).
+    ``normalize``: Algorithm 1 scales each output channel ("channel") or the layer ("layer").
     Returns the passes' reports."""
     passes = build_passes(between_layer=between_layer, init=init, beta=beta, layers=layers, seed=seed,
                           max_patches=max_patches, max_patch_mb=max_patch_mb, data_driven_fc=data_driven_fc,
                           stats_dropout=stats_dropout, alpha=alpha, max_iter=max_iter, tol=tol, rounds=rounds,
-                          rate=rate, verify=verify, rate_dropout=rate_dropout)
+                          rate=rate, verify=verify, rate_dropout=rate_dropout, normalize=normalize)
     return run_passes(net, sample, passes, batch_size, progress=progress)
 
 

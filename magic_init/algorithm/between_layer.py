@@ -185,43 +185,67 @@ class BetweenLayer:
         return layers
 
     def iterate(self, graph, layers):
-        """Damped analytic iterations; returns the total factor Δ per layer and the step count."""
+        """Damped analytic iterations; returns the total factor Δ per layer and the step count.
+
+        Each step moves the groups' log-factors u_g = log Δ_g by α times the least-squares step
+        δu* of the linear model of the log change rates (``linear_model``):
+
+            δu* = argmin ‖P(d + A·δu)‖²,  among those with (a_out + mean_k A_k)·δu = 0 if any,
+
+        d_k = log C̃_k − mean log C̃, P the centering projection: the step that brings the rates
+        closest to equal, keeping their geometric mean where a step can. On a chain A is invertible and the
+        step is log s_k = α·d_k/2, the paper's update s_k = (C̃_k/C̃)^(α/2). Where layers are tied
+        (Eltwise SUM, shared blobs, exact rescaling) it accounts for the ties: a residual block's
+        last layer must keep the trunk's factor, so a step on the block's inner layers changes the
+        last layer's rate too; updating each group alone towards C̃ moves those layers away."""
         total = np.ones(len(layers))
         free = [k for k in range(len(layers)) if not graph.pinned(k)]
         if not free:
             log.warning("between-layer: no layer can be rescaled")
             return total, 0
+        groups = list(dict.fromkeys(graph.group(k) for k in free))
+        model, keep_mean = self.linear_model(graph, layers, free, groups)
         for step in range(self.max_iter):
-            group_rate = self._group_rates(graph, layers, free)
-            target = geometric_mean(list(group_rate.values()))
-            if max(abs(np.log(r / target)) for r in group_rate.values()) < self.tol:
+            log_rate = np.log([layers[k].rate() for k in free])
+            d = log_rate - log_rate.mean()
+            if np.max(np.abs(d)) < self.tol:
                 return total, step
-            steps = {g: (r / target) ** (self.alpha / 2) for g, r in group_rate.items()}
-            delta = self._deltas(graph, steps)
+            du = _least_squares_step(model - model.mean(axis=0), -d, keep_mean)
+            if np.max(np.abs(du)) < self.tol / 4:   # the ties leave no better point
+                return total, step
+            factor = dict(zip(groups, np.exp(self.alpha * du)))
+            delta = np.array([factor.get(graph.group(k), 1.0) if k in free else 1.0 for k in range(len(layers))])
             self._update(graph, layers, delta)
             total *= delta
         return total, self.max_iter
 
     @staticmethod
-    def _group_rates(graph, layers, free):
-        members = {}
-        for k in free:
-            members.setdefault(graph.group(k), []).append(layers[k].rate())
-        return {g: geometric_mean(r) for g, r in members.items()}
+    def linear_model(graph, layers, free, groups):
+        """The first-order model of the log change rates in the groups' log-factors u_g:
 
-    @staticmethod
-    def _deltas(graph, steps):
-        """Δ_k = s_k·Δ_in(k) in topological order; tied layers take their group's first Δ; pinned keep 1."""
-        delta = np.ones(len(graph.names))
-        assigned = {}
-        for k, name in enumerate(graph.names):
-            g = graph.group(k)
-            if g not in steps:
-                continue
-            if g not in assigned:
-                assigned[g] = steps[g] * geometric_mean(_input_factor(graph.columns[name], delta))
-            delta[k] = assigned[g]
-        return delta
+            δ log C̃_k = δu_out − 2·δu_g(k) + 2·mean_j δu_src(j)
+
+        (y_k carries Δ_out/Δ_k, W(:, j) carries Δ_k/Δ_src(j): C̃_k ∝ Δ_out·Δ_src²/Δ_k²; pinned
+        layers' factors stay 1). Returns (A: one row per free layer, one column per group, without
+        the common δu_out; a_out: δu_out = a_out·δu, the output's geometric-mean factor + mean_k A_k)."""
+        column = {g: i for i, g in enumerate(groups)}
+        free_set = set(free)
+
+        def source_weights(sources):
+            row = np.zeros(len(groups))
+            sources = np.asarray(sources)
+            for src, count in zip(*np.unique(sources[sources >= 0], return_counts=True)):
+                if int(src) in free_set:
+                    row[column[graph.group(int(src))]] += count / len(sources)
+            return row
+
+        model = np.zeros((len(free), len(groups)))
+        for i, k in enumerate(free):
+            model[i] = 2 * source_weights(graph.columns[layers[k].name])
+            model[i, column[graph.group(k)]] -= 2
+        outputs = [src for src in graph.outputs if src is not None]
+        out = source_weights(np.concatenate(outputs)) if outputs else np.zeros(len(groups))
+        return model, out + model.mean(axis=0)
 
     @staticmethod
     def _update(graph, layers, delta):
@@ -256,6 +280,20 @@ class BetweenLayer:
             if not all(np.all(np.isfinite(blob.data)) for blob in blobs):
                 raise MagicInitError("between-layer: rescaling layer '%s' by %.3g made its weights overflow"
                                      % (rates.name, total[k]))
+
+
+def _least_squares_step(matrix, target, constraint):
+    """x minimizing ‖matrix·x − target‖; among the minimizers the one closest to constraint·x = 0,
+    then the one of least norm (directions the matrix does not see, relative to its largest
+    singular value, count as its null space)."""
+    u, sv, vt = np.linalg.svd(matrix, full_matrices=True)
+    rank = int(np.sum(sv > 1e-9 * max(sv.max(initial=0.0), 1e-300)))
+    x = vt[:rank].T @ ((u[:, :rank].T @ target) / sv[:rank])
+    null = vt[rank:].T
+    pull = null.T @ constraint
+    if null.size and pull @ pull > 1e-18 * (constraint @ constraint):
+        x = x - null @ pull * (constraint @ x) / (pull @ pull)
+    return x
 
 
 def spread(rates, exclude=()):

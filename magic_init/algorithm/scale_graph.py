@@ -180,8 +180,9 @@ class ScaleGraph:
         scale = facts.scale(kind)
         if facts.is_input(kind) or not bottoms:
             return [None] * len(tops)
-        if scale == facts.PASSES or (scale == facts.APPROX and not self.exact):
-            return [srcs[0]] * len(tops)
+        passes = scale == facts.PASSES or (scale == facts.APPROX and not self.exact)
+        if passes and srcs[0] is not None and all(len(srcs[0]) == self._channels(t) for t in tops):
+            return [srcs[0]] * len(tops)      # (a Crop of the channel axis changes their number: a barrier)
         if scale == facts.CONCATENATES and self._axis(name, "concat_param") == 1:
             return [np.concatenate(srcs)]
         if scale == facts.RESHAPES:

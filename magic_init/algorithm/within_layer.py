@@ -7,7 +7,10 @@ per-output-channel mean μ(i) and standard deviation σ(i) over images and posit
 
     W_k(i, :) ← W_k(i, :) / σ(i),        b_k(i) ← β − μ(i)/σ(i),
 
-so that z_k(i) has mean β and unit variance on the sample. The cached z_k is corrected by the
+so that z_k(i) has mean β and unit variance on the sample. With ``normalize="layer"`` every row is
+divided by the layer's root-mean-square σ_L = (mean_i σ(i)²)^(1/2) instead (b_k(i) ← β − μ(i)/σ_L):
+the layer's outputs have unit variance on average and the drawn rows keep their relative norms
+(the paper's Alg. 1 is per channel, the default). The cached z_k is corrected by the
 same affine map, so the sample is forwarded through every layer exactly once.
 
 Data-driven inits (PCA, ZCA, k-means, random patches) apply to convolutions; fully connected
@@ -35,7 +38,7 @@ import numpy as np
 
 from magic_init.algorithm import netinfo, patches, weight_init
 from magic_init.algorithm.runner import training_dropout
-from magic_init.choices import check_init
+from magic_init.choices import check_init, check_normalize
 from magic_init.errors import MagicInitError, NetDefinitionError
 
 log = logging.getLogger(__name__)
@@ -104,10 +107,15 @@ def set_output_rows(kind, weight, rows, group):
     weight[...] = np.moveaxis(w, 1, 2).reshape(weight.shape)
 
 
-def normalize_rows(mean, std, beta):
-    """Per-channel (scale, bias) of Algorithm 1: 1/σ and β − μ/σ; dead channels (σ≈0) get 1 and β − μ."""
+def normalize_rows(mean, std, beta, unit="channel"):
+    """Per-channel (scale, bias, dead) of Algorithm 1: 1/σ and β − μ/σ ("channel"), or 1/σ_L and
+    β − μ/σ_L with σ_L the root-mean-square σ of the live channels ("layer"); dead channels (σ≈0)
+    get 1 and β − μ."""
     dead = ~np.isfinite(std) | (std <= DEAD_FRACTION * max(np.median(std), 1e-30))
-    scale = np.where(dead, 1.0, 1.0 / np.where(dead, 1.0, std))
+    live = np.where(dead, 1.0, std)
+    if unit == "layer" and not dead.all():
+        live = np.full_like(live, np.sqrt(np.mean(std[~dead] ** 2)))
+    scale = np.where(dead, 1.0, 1.0 / live)
     return scale, beta - mean * scale, dead
 
 
@@ -145,8 +153,10 @@ class WithinLayer:
 
     def __init__(self, init="gaussian", beta=0.1, layers=None, seed=0,
                  max_patches=10000, max_patch_mb=256, data_driven_fc=False, dropout=True,
-                 whitening_eps=weight_init.WHITENING_EPS):
+                 whitening_eps=weight_init.WHITENING_EPS, normalize="channel"):
         check_init(init)
+        check_normalize(normalize)
+        self.normalize = normalize
         self.init, self.beta = init, beta
         self.data_driven_fc, self.dropout = data_driven_fc, dropout
         self.seed, self.whitening_eps = seed, whitening_eps
@@ -198,7 +208,7 @@ class WithinLayer:
                                  "channels)" % (name, int(bad.sum()), len(bad)))
         if weights_from is not None:
             return self._center_shared(net, runner, name, mean, own_bias, weights_from)
-        scale, bias, dead = normalize_rows(mean, std, self.beta)
+        scale, bias, dead = normalize_rows(mean, std, self.beta, self.normalize)
         group = netinfo.group_count(net, name)
         rows = output_view(kind, blobs[0].data, group)
         set_output_rows(kind, blobs[0].data, rows * scale[:, None].astype(np.float32), group)

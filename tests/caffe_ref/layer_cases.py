@@ -175,8 +175,75 @@ def losses():
              backward=False)
 
 
+def added_types():
+    """Crop, Tile, ArgMax, Reduction, MVN, Embed and the remaining BVLC losses."""
+    single_layer_case("crop_fcn", "Crop", "crop_param { axis: 2 offset: 3 }",
+                      [("x", (2, 3, 9, 8)), ("like", (2, 1, 5, 4))])
+    single_layer_case("crop_per_axis", "Crop", "crop_param { axis: 1 offset: 1 offset: 2 offset: 3 }",
+                      [("x", (2, 5, 7, 8)), ("like", (2, 3, 4, 5))])
+    single_layer_case("crop_default", "Crop", "", [("x", (2, 3, 6, 5)), ("like", (4, 1, 3, 2))])
+    single_layer_case("tile_axis1", "Tile", "tile_param { tiles: 3 }", X)
+    single_layer_case("tile_axis_last", "Tile", "tile_param { axis: -1 tiles: 2 }", [("x", (2, 3, 4))])
+    # ArgMax has no backward in Caffe.
+    no_backward = dict(force_backward=False, backward=False)
+    single_layer_case("argmax_axis2_top2", "ArgMax", "argmax_param { axis: 2 top_k: 2 }", X, **no_backward)
+    single_layer_case("argmax_axis1_maxval", "ArgMax", "argmax_param { axis: 1 top_k: 2 out_max_val: true }", X,
+                      **no_backward)
+    single_layer_case("argmax_flat_maxval", "ArgMax", "argmax_param { top_k: 3 out_max_val: true }", X,
+                      **no_backward)
+    single_layer_case("argmax_flat_2d", "ArgMax", "", [("x", (3, 7))], **no_backward)
+    single_layer_case("reduction_sum", "Reduction", "", X)
+    single_layer_case("reduction_asum_axis1", "Reduction", "reduction_param { operation: ASUM axis: 1 coeff: 2.5 }", X)
+    single_layer_case("reduction_sumsq_axis2", "Reduction", "reduction_param { operation: SUMSQ axis: 2 coeff: -0.5 }",
+                      X)
+    single_layer_case("reduction_mean_axis_last", "Reduction", "reduction_param { operation: MEAN axis: -1 coeff: 3 }",
+                      X)
+    single_layer_case("mvn", "MVN", "", X)
+    single_layer_case("mvn_across_no_variance", "MVN", "mvn_param { across_channels: true normalize_variance: false }",
+                      X)
+    single_layer_case("mvn_across_eps", "MVN", "mvn_param { across_channels: true eps: 0.05 }", [("x", (3, 4, 2, 5))])
+    single_layer_case("mvn_rows", "MVN", "mvn_param { across_channels: true }", [("x", (3, 7))])
+    # Caffe aborts when asked for Embed's bottom diff: no force_backward, a loss gives the top diff.
+    for name, body, index, target, k in (
+            ("embed", "embed_param { num_output: 4 input_dim: 5 }", (2, 3), (2, 3, 4), 5),
+            ("embed_nobias", "embed_param { num_output: 3 input_dim: 6 bias_term: false }", (4,), (4, 3), 6)):
+        shapes = [("x", index), ("t", target)]
+        add_case(name, input_layer(shapes) + layer("embed", "Embed", ["x"], ["y"], body)
+                 + layer("loss", "EuclideanLoss", ["y", "t"], ["loss"]), shapes, fill={"x": "labels:%d" % k},
+                 force_backward=False, skip_diff=["x", "t"])
+    single_layer_case("hinge_l1", "HingeLoss", "", [("scores", (4, 3, 2)), ("label", (4,))],
+                      fill={"label": "labels:6"}, skip_diff=["label"])
+    single_layer_case("hinge_l2", "HingeLoss", "loss_weight: 2 hinge_loss_param { norm: L2 }",
+                      [("scores", (5, 4)), ("label", (5, 1))], fill={"label": "labels:4"}, skip_diff=["label"])
+    single_layer_case("multinomial_logistic", "MultinomialLogisticLoss", "", [("p", (3, 4)), ("label", (3,))],
+                      fill={"p": "uniform", "label": "labels:4"}, skip_diff=["label"])
+    single_layer_case("multinomial_logistic_4d", "MultinomialLogisticLoss", "loss_weight: 0.5",
+                      [("p", (3, 2, 3)), ("label", (3, 1, 1))], fill={"p": "uniform", "label": "labels:6"},
+                      skip_diff=["label"])
+    single_layer_case("contrastive", "ContrastiveLoss", "contrastive_loss_param { margin: 2.5 }",
+                      [("a", (6, 3)), ("b", (6, 3)), ("sim", (6,))], fill={"sim": "labels:2"}, skip_diff=["sim"])
+    single_layer_case("contrastive_legacy", "ContrastiveLoss", "loss_weight: 1.5 contrastive_loss_param { margin: 5 "
+                      "legacy_version: true }", [("a", (5, 4, 1, 1)), ("b", (5, 4, 1, 1)), ("sim", (5, 1, 1, 1))],
+                      fill={"sim": "labels:2"}, skip_diff=["sim"])
+    # Caffe aborts when force_backward reaches the matrix bottom: a learned Bias makes the scores
+    # need backward instead. The probability top's random diff is ignored by Caffe (a loss layer
+    # with two tops needs a loss_weight per top).
+    info = [("x", (2, 4, 3)), ("label", (2, 3)), ("h", (4, 4))]
+    add_case("infogain", input_layer(info) + layer("bias", "Bias", ["x"], ["s"])
+             + layer("loss", "InfogainLoss", ["s", "label", "h"], ["loss", "prob"], "loss_weight: 1 loss_weight: 0"),
+             info,
+             fill={"label": "labels:4", "h": "uniform"}, force_backward=False, skip_diff=["x", "label", "h"])
+    info = [("x", (3, 2, 5)), ("label", (3, 2)), ("h", (5, 5))]
+    add_case("infogain_axis2_ignore", input_layer(info)
+             + layer("bias", "Bias", ["x"], ["s"], "bias_param { axis: 1 num_axes: 2 }")
+             + layer("loss", "InfogainLoss", ["s", "label", "h"], ["loss"], "loss_weight: 2 "
+                     "infogain_loss_param { axis: 2 } loss_param { ignore_label: 1 normalization: BATCH_SIZE }"),
+             info, fill={"label": "labels:5", "h": "uniform"}, force_backward=False, skip_diff=["x", "label", "h"])
+
+
 vision()
 neurons()
 normalization()
 structure()
 losses()
+added_types()

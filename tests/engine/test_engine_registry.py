@@ -27,7 +27,7 @@ def test_registry_has_the_types_caffe_nets_need():
     assert supported_types() == sorted(supported_types())
 
 
-def test_unsupported_type_fails_at_construction_naming_layer_type_and_list():
+def test_unsupported_type_fails_at_construction_naming_layer_type_and_origin():
     net = _net('layer { name: "data" type: "Input" top: "data" '
                'input_param { shape { dim: 1 dim: 2 } } } '
                'layer { name: "odd" type: "Frobnicate" bottom: "data" top: "y" }')
@@ -35,7 +35,7 @@ def test_unsupported_type_fails_at_construction_naming_layer_type_and_list():
         Net(net)
     message = str(info.value)
     assert "'odd'" in message and "'Frobnicate'" in message
-    assert "Convolution, " in message and "\n" not in message
+    assert "comes from a Caffe fork" in message and "--backend caffe" in message and "\n" not in message
 
 
 def test_type_lookup_is_case_exact():

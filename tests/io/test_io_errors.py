@@ -12,12 +12,21 @@ NET = 'name: "n"\nlayer { name: "ip" type: "InnerProduct" inner_product_param { 
 
 def test_syntax_error_names_file_and_line(tmp_path):
     path = tmp_path / "model.prototxt"
-    path.write_text(NET + "layer {\n  name: \"x\"\n  bogus_field: 3\n}\n")
+    path.write_text(NET + "layer {\n  name: \"x\"\n  num_output: : 3\n}\n")
     with pytest.raises(ProtoParseError) as info:
         read_prototxt(path)
     message = str(info.value)
     assert message.startswith("%s:5: " % path)
-    assert "bogus_field" in message and "\n" not in message
+    assert "\n" not in message
+
+
+def test_unknown_field_is_a_warning_naming_file_line_layer_and_field(tmp_path, caplog):
+    """A field BVLC's schema lacks (a Caffe fork's, or a typo) is skipped and named, see io.fork_fields."""
+    path = tmp_path / "model.prototxt"
+    path.write_text(NET + "layer {\n  name: \"x\"\n  type: \"ReLU\"\n  bogus_field: 3\n}\n")
+    net = read_prototxt(path)
+    assert [layer.name for layer in net.layer][-1] == "x"
+    assert "%s:6: field 'bogus_field'" % path in caplog.text and "x (ReLU)" in caplog.text
 
 
 def test_unterminated_message_reports_a_line():

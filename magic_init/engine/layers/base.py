@@ -34,10 +34,33 @@ def create_layer(layer_param, phase):
     try:
         cls = LAYER_TYPES[layer_param.type]
     except KeyError:
-        raise UnsupportedLayerError(
-            "layer %r: type %r is not supported by the built-in engine (supported: %s)"
-            % (layer_param.name, layer_param.type, ", ".join(supported_types()))) from None
+        raise UnsupportedLayerError(unsupported_message(layer_param)) from None
     return cls(layer_param, phase)
+
+
+def check_supported(layers) -> None:
+    """UnsupportedLayerError for the first of ``layers`` (LayerParameters) the engine cannot run;
+    data layers are skipped (they become Input layers)."""
+    for layer in layers:
+        if layer.type not in LAYER_TYPES and not layer_facts.is_data_layer(layer):
+            raise UnsupportedLayerError(unsupported_message(layer))
+
+
+def unsupported_message(layer_param) -> str:
+    """One line: the layer, its type, where the type comes from, and what would run it."""
+    kind = layer_param.type
+    if kind == "Python":
+        module = layer_param.python_param.module
+        where = "runs Python code%s" % (" (module %s)" % module if module else "")
+        hint = "--backend caffe runs it where that module imports"
+    elif layer_facts.is_fork_type(kind):
+        where = "comes from a Caffe fork, not BVLC Caffe"
+        hint = "--backend caffe runs it with that fork's pycaffe"
+    else:
+        where = "is a BVLC Caffe type"
+        hint = "--backend caffe runs it"
+    return "layer %r: type %r %s; the built-in engine does not support it (%s)" % (
+        layer_param.name, kind, where, hint)
 
 
 def _default_filler(value=None):

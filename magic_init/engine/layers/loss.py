@@ -15,7 +15,9 @@ from .base import Layer, register
 from .structure import canonical_axis
 
 _NORM = caffe_pb2.LossParameter
+_HINGE = caffe_pb2.HingeLossParameter
 _LOG_FLT_MIN = math.log(np.finfo(np.float32).tiny)
+_LOG_THRESHOLD = 1e-20          # Caffe's kLOG_THRESHOLD: log(max(p, 1e-20))
 
 
 def normalization_mode(loss_param, default=_NORM.VALID) -> int:
@@ -140,6 +142,156 @@ class EuclideanLoss(Layer):
         check_same_count(self, [tuple(a.shape), tuple(b.shape)])
         diff = a - b.reshape(a.shape)
         return [(diff * diff).sum() / (2.0 * a.shape[0])]
+
+
+def _floored(x, floor):
+    """max(x, floor) whose gradient is 1 everywhere: Caffe's loss backward ignores its own floor."""
+    return torch.clamp(x.detach(), min=floor) + (x - x.detach())
+
+
+def _check_first_axis(layer, bottom_shapes):
+    """Caffe's LossLayer::Reshape: data and label have the same first dimension."""
+    if bottom_shapes[0][:1] != bottom_shapes[1][:1]:
+        raise NetDefinitionError("%s: data %s and label %s differ in their first dimension"
+                                 % (layer.where(), bottom_shapes[0], bottom_shapes[1]))
+
+
+def _rows_and_labels(layer, bottoms):
+    """Scores as (N, count / N) and the N labels as integers (Caffe's num/dim view)."""
+    x = bottoms[0]
+    flat = x.reshape(x.shape[0], -1)
+    labels = bottoms[1].detach().reshape(-1)[:x.shape[0]].long()
+    if labels.numel() and (labels.min() < 0 or labels.max() >= flat.shape[1]):
+        raise NetDefinitionError("%s: label out of range [0, %d)" % (layer.where(), flat.shape[1]))
+    return flat, labels
+
+
+@register("HingeLoss")
+class HingeLoss(Layer):
+    """L = sum_{n,k} max(0, 1 + s x_nk)^p / N with s = -1 for k = label_n, +1 otherwise;
+    p = 1 (norm L1, default) or 2 (L2); x viewed as (N, count / N)."""
+
+    def allow_force_backward(self, bottom_index):
+        return bottom_index != 1
+
+    def output_shapes(self, bottom_shapes):
+        _check_first_axis(self, bottom_shapes)
+        return [()]
+
+    def forward(self, bottoms, params):
+        flat, labels = _rows_and_labels(self, bottoms)
+        sign = 1 - 2 * F.one_hot(labels, flat.shape[1]).to(flat.dtype)
+        margins = F.relu(1 + sign * flat)
+        if self.param.hinge_loss_param.norm == _HINGE.L2:
+            margins = margins * margins
+        return [margins.sum() / flat.shape[0]]
+
+
+@register("MultinomialLogisticLoss")
+class MultinomialLogisticLoss(Layer):
+    """L = -sum_n log(max(p_n,label_n, 1e-20)) / N on probabilities p viewed as (N, count / N);
+    Caffe's gradient -1 / (N max(p, 1e-20)) at the label, also below the floor."""
+
+    def allow_force_backward(self, bottom_index):
+        return bottom_index != 1
+
+    def output_shapes(self, bottom_shapes):
+        _check_first_axis(self, bottom_shapes)
+        if int(np.prod(bottom_shapes[1][1:])) != 1:
+            raise NetDefinitionError("%s: needs one label per image, got %s"
+                                     % (self.where(), bottom_shapes[1]))
+        return [()]
+
+    def forward(self, bottoms, params):
+        flat, labels = _rows_and_labels(self, bottoms)
+        picked = flat.gather(1, labels.unsqueeze(1)).squeeze(1)
+        return [-torch.log(_floored(picked, _LOG_THRESHOLD)).sum() / flat.shape[0]]
+
+
+@register("InfogainLoss")
+class InfogainLoss(Layer):
+    """L = -sum_{positions} sum_k H[label, k] log(max(softmax(x)_k, 1e-20)) / normalizer, softmax
+    along ``infogain_loss_param.axis`` (default 1), as SoftmaxWithLoss (ignore_label, normalization,
+    an optional second top with the probabilities). H (K x K) is the third bottom (no gradient), or
+    read from ``infogain_loss_param.source`` (a BlobProto file), as Caffe requires one of them.
+    Caffe's gradient p_k sum_l H[label, l] - H[label, k] ignores the 1e-20 floor, as here."""
+
+    def setup(self):
+        self.matrix = None
+        source = self.param.infogain_loss_param.source
+        if len(self.param.bottom) < 3:
+            if not source:
+                raise NetDefinitionError("%s: needs the infogain matrix as a third bottom or "
+                                         "infogain_loss_param.source" % self.where())
+            self.matrix = _read_blob_proto(source, self.where())
+
+    def allow_force_backward(self, bottom_index):
+        return bottom_index == 0
+
+    def output_shapes(self, bottom_shapes):
+        check_label_count(self, bottom_shapes, self.param.infogain_loss_param.axis)
+        return [()] + [bottom_shapes[0]] * (len(self.param.top) > 1)
+
+    def forward(self, bottoms, params):
+        x = bottoms[0]
+        axis = canonical_axis(self.param.infogain_loss_param.axis, x.dim(), self.where())
+        outer, channels = int(np.prod(x.shape[:axis])), x.shape[axis]
+        inner = x.numel() // max(1, outer * channels)
+        matrix = bottoms[2].detach() if len(bottoms) > 2 else self.matrix.to(x.device, x.dtype)
+        if matrix.numel() != channels * channels:
+            raise NetDefinitionError("%s: the infogain matrix must have %d x %d entries, got %d"
+                                     % (self.where(), channels, channels, matrix.numel()))
+        log_prob = _floored(F.log_softmax(x, axis).reshape(outer, channels, inner), math.log(_LOG_THRESHOLD))
+        labels = bottoms[1].detach().reshape(outer, inner).long()
+        valid = _valid_mask(labels, self.param.loss_param)
+        rows = matrix.reshape(channels, channels)[labels.clamp(0, channels - 1)]  # (outer, inner, K)
+        losses = -(rows.permute(0, 2, 1) * log_prob).sum(dim=1)
+        if valid is not None:
+            losses = losses * valid.to(losses.dtype)
+        count = valid.sum() if valid is not None else outer * inner
+        loss = losses.sum() / normalizer(normalization_mode(self.param.loss_param), outer, inner, count)
+        return [loss] + [F.softmax(x, axis).detach()] * (len(self.param.top) > 1)   # Caffe ignores its diff
+
+
+def _read_blob_proto(path, where):
+    """The values of a binary BlobProto file (Caffe's ReadProtoFromBinaryFileOrDie), as a tensor."""
+    blob = caffe_pb2.BlobProto()
+    try:
+        with open(path, "rb") as f:
+            blob.ParseFromString(f.read())
+    except (OSError, ValueError) as error:
+        raise NetDefinitionError("%s: cannot read the infogain matrix %r: %s" % (where, path, error))
+    return torch.tensor(np.asarray(blob.data, dtype=np.float32))
+
+
+@register("ContrastiveLoss")
+class ContrastiveLoss(Layer):
+    """L = sum_n [y_n d_n^2 + (1 - y_n) max(margin - d_n, 0)^2] / 2N with d_n = ||a_n - b_n||,
+    y_n = int(bottom[2]) != 0 (similar pair); ``legacy_version``: max(margin - d_n^2, 0) instead.
+    Caffe's gradient of d is (a - b) / (d + 1e-4), reproduced here."""
+
+    def allow_force_backward(self, bottom_index):
+        return bottom_index != 2
+
+    def output_shapes(self, bottom_shapes):
+        check_same_count(self, bottom_shapes)
+        _check_first_axis(self, bottom_shapes)
+        return [()]
+
+    def forward(self, bottoms, params):
+        a, b, similar = bottoms
+        p = self.param.contrastive_loss_param
+        num = a.shape[0]
+        diff = (a - b.reshape(a.shape)).reshape(num, -1)
+        dist_sq = (diff * diff).sum(dim=1)
+        if p.legacy_version:
+            dissimilar = F.relu(p.margin - dist_sq)
+        else:
+            dist = torch.sqrt(dist_sq.detach())
+            dist = dist + (dist_sq - dist_sq.detach()) / (2 * (dist + 1e-4))
+            dissimilar = F.relu(p.margin - dist) ** 2
+        pairs = similar.detach().reshape(-1)[:num].trunc() != 0
+        return [torch.where(pairs, dist_sq, dissimilar).sum() / num / 2]
 
 
 @register("Accuracy")

@@ -1,4 +1,4 @@
-"""BatchNorm, Scale and Bias (Caffe's split of batch normalization into three layers)."""
+"""BatchNorm, Scale and Bias (Caffe's split of batch normalization into three layers), and MVN."""
 from __future__ import annotations
 
 import torch
@@ -134,3 +134,33 @@ class Bias(_Broadcast):
         x = bottoms[0]
         bias = bottoms[1] if len(bottoms) > 1 else params[0]
         return [x + self.broadcastable(x, bias)]
+
+
+@register("MVN")
+class MVN(Layer):
+    """y = x - mean(x), divided by (std(x) + eps) with ``normalize_variance`` (default), over each
+    (image, channel), or each image with ``across_channels``; std is the biased sqrt(mean (x - mean)^2)
+    and eps (default 1e-9) is added to the std, not to the variance.
+
+    The gradient is Caffe's: dx = (dy - mean dy - y mean(y dy)) / (std + eps), which treats
+    d std / d var as 1 / (2 (std + eps)) (finite where std = 0, unlike the exact derivative).
+    The top has Caffe's legacy 4-D shape (num, channels, height, width): (3, 7) gives (3, 7, 1, 1)."""
+
+    def output_shapes(self, bottom_shapes):
+        shape = tuple(bottom_shapes[0])
+        if not 1 <= len(shape) <= 4:
+            raise NetDefinitionError("%s: needs a bottom of 1 to 4 axes, got %s" % (self.where(), shape))
+        return [shape + (1,) * (4 - len(shape))]
+
+    def forward(self, bottoms, params):
+        x, p = bottoms[0], self.param.mvn_param
+        shape = self.output_shapes([tuple(x.shape)])[0]
+        groups = shape[0] if p.across_channels else shape[0] * shape[1]
+        flat = x.reshape(groups, -1)
+        centred = flat - flat.mean(dim=1, keepdim=True)
+        if p.normalize_variance:
+            var = (centred * centred).mean(dim=1, keepdim=True)
+            denom = (torch.sqrt(var.detach()) + p.eps)
+            denom = denom + (var - var.detach()) / (2 * denom)   # value std + eps, Caffe's gradient
+            centred = centred / denom
+        return [centred.reshape(shape)]

@@ -1,5 +1,5 @@
 """Layers that route or reshape blobs, plus InnerProduct and Softmax: Input, Split, Concat, Slice,
-Flatten, Reshape, Eltwise, Silence, InnerProduct, Softmax."""
+Flatten, Reshape, Eltwise, Silence, InnerProduct, Softmax, Crop, Tile, ArgMax, Reduction, Embed."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,6 +12,7 @@ from magic_init.proto import caffe_pb2
 from .base import Layer, register
 
 _ELTWISE = caffe_pb2.EltwiseParameter
+_REDUCTION = caffe_pb2.ReductionParameter
 
 
 def canonical_axis(axis, ndim, where):
@@ -230,3 +231,154 @@ class Softmax(Layer):
     def forward(self, bottoms, params):
         x = bottoms[0]
         return [F.softmax(x, canonical_axis(self.param.softmax_param.axis, x.dim(), self.where()))]
+
+
+@register("Crop")
+class Crop(Layer):
+    """top = bottom[0][..., o_i : o_i + bottom[1].shape[i], ...] for every axis i >= ``axis``
+    (default 2); ``offset``: none (all 0), one for every cropped axis, or one per cropped axis.
+    bottom[1] only gives the shape (Caffe computes no diff for it)."""
+
+    def allow_force_backward(self, bottom_index):
+        return bottom_index == 0
+
+    def _offsets(self, shape, like):
+        p = self.param.crop_param
+        axis = canonical_axis(p.axis, len(shape), self.where())
+        if len(p.offset) > 1 and axis + len(p.offset) != len(shape):
+            raise NetDefinitionError("%s: needs one offset per axis from %d on, got %d"
+                                     % (self.where(), axis, len(p.offset)))
+        if len(like) != len(shape):
+            raise NetDefinitionError("%s: bottoms %s and %s differ in their number of axes"
+                                     % (self.where(), tuple(shape), tuple(like)))
+        offsets, sizes = [0] * len(shape), list(shape)
+        for i in range(axis, len(shape)):
+            offsets[i] = p.offset[0] if len(p.offset) == 1 else p.offset[i - axis] if p.offset else 0
+            sizes[i] = like[i]
+            if shape[i] - offsets[i] < like[i]:
+                raise NetDefinitionError("%s: crop of size %d at offset %d is out of bounds of axis %d "
+                                         "(size %d)" % (self.where(), like[i], offsets[i], i, shape[i]))
+        return offsets, tuple(sizes)
+
+    def output_shapes(self, bottom_shapes):
+        return [self._offsets(bottom_shapes[0], bottom_shapes[1])[1]]
+
+    def forward(self, bottoms, params):
+        x = bottoms[0]
+        offsets, sizes = self._offsets(tuple(x.shape), tuple(bottoms[1].shape))
+        return [x[tuple(slice(o, o + n) for o, n in zip(offsets, sizes))]]
+
+
+@register("Tile")
+class Tile(Layer):
+    """Repeat the block of axes [axis, end) ``tiles`` times along ``axis`` (default 1):
+    [a, b] -> [a, b, a, b] (numpy's tile, not repeat)."""
+
+    def _repeats(self, ndim):
+        p = self.param.tile_param
+        if p.tiles < 1:
+            raise NetDefinitionError("%s: tiles must be positive" % self.where())
+        axis = canonical_axis(p.axis, ndim, self.where())
+        return [p.tiles if i == axis else 1 for i in range(ndim)]
+
+    def output_shapes(self, bottom_shapes):
+        shape = bottom_shapes[0]
+        return [tuple(d * r for d, r in zip(shape, self._repeats(len(shape))))]
+
+    def forward(self, bottoms, params):
+        x = bottoms[0]
+        return [x.repeat(self._repeats(x.dim()))]
+
+
+def _caffe_top_k(x, dim, k):
+    """(values, indices) of the ``k`` largest entries along ``dim`` in Caffe's order (partial_sort
+    of (value, index) pairs with std::greater: ties put the larger index first)."""
+    size = x.shape[dim]
+    values, flipped = torch.sort(torch.flip(x, [dim]), dim=dim, descending=True, stable=True)
+    index = (size - 1) - flipped.narrow(dim, 0, k)
+    return values.narrow(dim, 0, k), index
+
+
+@register("ArgMax")
+class ArgMax(Layer):
+    """Indices of the ``top_k`` largest values (ties: larger index first). With ``axis``: along it,
+    top shape[axis] = top_k, ``out_max_val`` gives the values instead. Without: over each image
+    (all axes after 0), top (N, 1, top_k, 1..) or with out_max_val (N, 2, top_k, 1..): indices then
+    values. No backward (Caffe has none)."""
+    has_backward = False
+
+    def output_shapes(self, bottom_shapes):
+        shape, p = bottom_shapes[0], self.param.argmax_param
+        if p.HasField("axis"):
+            axis = canonical_axis(p.axis, len(shape), self.where())
+            size = shape[axis]
+        else:
+            axis, size = None, int(np.prod(shape[1:]))
+        if p.top_k < 1 or p.top_k > size:
+            raise NetDefinitionError("%s: top_k %d out of range [1, %d]" % (self.where(), p.top_k, size))
+        if axis is not None:
+            return [shape[:axis] + (p.top_k,) + shape[axis + 1:]]
+        top = [1] * max(len(shape), 3)
+        top[0], top[1], top[2] = shape[0], 1 + p.out_max_val, p.top_k
+        return [tuple(top)]
+
+    def forward(self, bottoms, params):
+        x, p = bottoms[0], self.param.argmax_param
+        shape = self.output_shapes([tuple(x.shape)])[0]
+        if p.HasField("axis"):
+            values, index = _caffe_top_k(x, canonical_axis(p.axis, x.dim(), self.where()), p.top_k)
+            return [values if p.out_max_val else index.to(x.dtype)]
+        values, index = _caffe_top_k(x.reshape(x.shape[0], -1), 1, p.top_k)
+        top = torch.stack([index.to(x.dtype), values], 1) if p.out_max_val else index.to(x.dtype)
+        return [top.reshape(shape)]
+
+
+@register("Reduction")
+class Reduction(Layer):
+    """y = coeff * op(x) over axes [axis, end) (default axis 0: a scalar); op SUM sum x, ASUM sum |x|,
+    SUMSQ sum x^2, MEAN sum x / count. Top shape: bottom shape[:axis]."""
+
+    def output_shapes(self, bottom_shapes):
+        shape = bottom_shapes[0]
+        return [shape[:canonical_axis(self.param.reduction_param.axis, len(shape), self.where())]]
+
+    def forward(self, bottoms, params):
+        x, p = bottoms[0], self.param.reduction_param
+        axis = canonical_axis(p.axis, x.dim(), self.where())
+        terms = {_REDUCTION.SUM: x, _REDUCTION.MEAN: x, _REDUCTION.ASUM: x.abs(),
+                 _REDUCTION.SUMSQ: x * x}[p.operation]
+        coeff = p.coeff
+        if p.operation == _REDUCTION.MEAN:
+            coeff = float(np.float32(coeff) / np.float32(max(1, int(np.prod(x.shape[axis:])))))
+        y = terms.sum(dim=list(range(axis, x.dim())))
+        return [y if coeff == 1 else y * coeff]
+
+
+@register("Embed")
+class Embed(Layer):
+    """y[..., :] = W[int(x[...]), :] (+ b): a lookup in the (input_dim, num_output) weight; top shape
+    bottom shape + (num_output,). The bottom holds indices and gets no gradient (Caffe aborts if
+    asked for one, so force_backward does not reach it here)."""
+
+    def allow_force_backward(self, bottom_index):
+        return False
+
+    def output_shapes(self, bottom_shapes):
+        return [bottom_shapes[0] + (self.param.embed_param.num_output,)]
+
+    def param_shapes(self, bottom_shapes):
+        p = self.param.embed_param
+        weight = (p.input_dim, p.num_output)
+        return [weight, (p.num_output,)] if p.bias_term else [weight]
+
+    def fillers(self):
+        p = self.param.embed_param
+        return [p.weight_filler, p.bias_filler][:1 + p.bias_term]
+
+    def forward(self, bottoms, params):
+        index = bottoms[0].detach().long()
+        if index.numel() and (index.min() < 0 or index.max() >= self.param.embed_param.input_dim):
+            raise NetDefinitionError("%s: index out of range [0, %d)"
+                                     % (self.where(), self.param.embed_param.input_dim))
+        y = params[0][index]
+        return [y + params[1] if self.param.embed_param.bias_term else y]

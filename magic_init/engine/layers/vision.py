@@ -107,12 +107,18 @@ class Deconvolution(_ConvolutionBase):
 class Pooling(Layer):
     """MAX (pads with -FLT_MAX) and AVE (divisor = window clipped to the padded border) pooling with
     Caffe's output size (PoolingLayer::Reshape); torch's own ops are used when their size rule
-    agrees, otherwise the input is padded explicitly."""
+    agrees, otherwise the input is padded explicitly. STOCHASTIC in TEST (Caffe's GPU kernel
+    StoPoolForwardTest; its CPU code has none): y = sum x^2 / sum x over the window clipped to the
+    input, 0 where sum x <= 0; no padding. TRAIN-phase sampling is not supported."""
 
     def setup(self):
         p = self.param.pooling_param
-        if p.pool not in (_POOL.MAX, _POOL.AVE):
-            raise NetDefinitionError("%s: pool method %s is not supported (MAX, AVE are)"
+        self.stochastic = p.pool == _POOL.STOCHASTIC
+        if self.stochastic and self.phase != "test":
+            raise NetDefinitionError("%s: STOCHASTIC pooling is supported in the TEST phase only"
+                                     % self.where())
+        if p.pool not in (_POOL.MAX, _POOL.AVE, _POOL.STOCHASTIC):
+            raise NetDefinitionError("%s: pool method %s is not supported (MAX, AVE, STOCHASTIC are)"
                                      % (self.where(), _POOL.PoolMethod.Name(p.pool)))
         self.ceil = p.round_mode == _POOL.CEIL
 
@@ -128,6 +134,9 @@ class Pooling(Layer):
         size = tuple(shape[2:])
         window = pool_window(p, size, self.where())
         padded = any(window.pad)
+        if padded and self.stochastic:
+            raise NetDefinitionError("%s: padding is implemented only for MAX and AVE pooling"
+                                     % self.where())
         out = tuple(pooled_size(size[i], window.kernel[i], window.stride[i], window.pad[i],
                                 self.ceil, padded) for i in range(2))
         return size, window, out
@@ -135,6 +144,9 @@ class Pooling(Layer):
     def forward(self, bottoms, params):
         x = bottoms[0]
         size, w, out = self.geometry(tuple(x.shape))
+        if self.stochastic:
+            self._native = None
+            return [_stochastic_test(x, size, w, out)]
         mode = _torch_ceil_mode(size, w, out)
         is_max = self.param.pooling_param.pool == _POOL.MAX
         self._native = None          # (window, ceil_mode, max indices) when torch's op gave y
@@ -170,6 +182,19 @@ class Pooling(Layer):
                 dy, x, list(w.kernel), list(w.stride), list(w.pad), [1, 1], mode, indices.contiguous())]
         return [torch.ops.aten.avg_pool2d_backward(dy, x, list(w.kernel), list(w.stride), list(w.pad),
                                                    mode, True, None)]
+
+
+def _stochastic_test(x, size, w, out):
+    """Caffe's StoPoolForwardTest: sum x^2 / sum x per window (windows clipped to the input, as the
+    zero padding after it adds nothing), 0 where sum x <= 0."""
+    padded = _pad_for_windows(x, size, w, out, 0.0)
+
+    def window_sums(t):
+        return F.avg_pool2d(t, w.kernel, w.stride, divisor_override=1)[..., :out[0], :out[1]]
+    sums, squares = window_sums(padded), window_sums(padded * padded)
+    positive = sums > 0
+    return torch.where(positive, squares / torch.where(positive, sums, torch.ones_like(sums)),
+                       torch.zeros_like(sums))
 
 
 def _max_pool_with_indices(x, kernel, stride, pad, ceil_mode):

@@ -26,7 +26,8 @@ REQUIRED_TYPES = {
     "Input", "Convolution", "Deconvolution", "InnerProduct", "ReLU", "PReLU", "ELU", "Sigmoid", "TanH",
     "AbsVal", "Power", "BNLL", "LRN", "Pooling", "Dropout", "BatchNorm", "Scale", "Bias", "Eltwise",
     "Concat", "Slice", "Split", "Flatten", "Reshape", "Softmax", "Silence", "SoftmaxWithLoss",
-    "SigmoidCrossEntropyLoss", "EuclideanLoss", "Accuracy",
+    "SigmoidCrossEntropyLoss", "EuclideanLoss", "Accuracy", "Crop", "Tile", "ArgMax", "Reduction", "MVN",
+    "Embed", "HingeLoss", "InfogainLoss", "MultinomialLogisticLoss", "ContrastiveLoss",
 }
 
 

@@ -29,6 +29,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
@@ -90,6 +92,42 @@ for prototxt, model in json.loads(sys.argv[1]):
 """
 
 
+# With the written model, on the sample images (built-in engine): the loss a softmax head starts
+# from under uniform random labels, E[−log p_y] = mean over classes of −log softmax(z), per head.
+START_LOSS = r"""
+import json, sys
+import numpy as np
+import magic_init
+proto, model_path, data, n, b, size = sys.argv[1:7]
+size = None if size == "-" else (int(size), int(size))
+model = magic_init.read_model(proto, model_path)
+net = magic_init.build_net(model, backend="torch", batch_size=int(b), size=size)
+sample = magic_init.load_sample(net, model, data=data, num_images=int(n), batch_size=int(b))
+heads = {}
+for layer in model.net.layer:
+    if layer.type == "Softmax" and layer.top[0] in net.blobs:
+        heads[layer.top[0]] = "prob"
+    elif layer.type == "SoftmaxWithLoss" and layer.bottom[0] in net.blobs:
+        heads[layer.bottom[0]] = "logits"
+x = sample.data if not isinstance(sample.data, dict) else sample.data[net.inputs[0]]
+losses = {h: [] for h in heads}
+for i in range(0, len(x), int(b)):
+    net.blobs[net.inputs[0]].data[...] = x[i:i + int(b)]
+    net.forward()
+    for h, kind in heads.items():
+        z = np.asarray(net.blobs[h].data, np.float64)
+        z = np.moveaxis(z.reshape(z.shape[0], z.shape[1], -1), 1, 2).reshape(-1, z.shape[1])
+        if kind == "logits":
+            z = z - z.max(1, keepdims=True)
+            logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+        else:
+            logp = np.log(np.maximum(z, 1e-45))
+        losses[h].append(-logp.mean(1))
+print(json.dumps({h: {"loss": float(np.concatenate(v).mean()), "classes": int(net.blobs[h].data.shape[1])}
+                  for h, v in losses.items()}))
+"""
+
+
 def corpus(folder, names=None):
     """The corpus's prototxt files, sorted by name (``names``: only these stems)."""
     paths = sorted(Path(folder).glob("*.prototxt"))
@@ -114,6 +152,14 @@ def run_net(path, work, num_images, batch_size, size, timeout):
             "peak_rss_mb": round(result["peak_rss_mb"], 1), "last_line": log[-1] if log else "",
             "log_lines": len(log), "traceback": "Traceback" in result["stderr"],
             "model": str(out) if result["rc"] == 0 and out.exists() else None}
+
+
+def start_loss(record, path, num_images, batch_size):
+    """Add ``start_loss``: per softmax head, the loss under uniform labels and ln(classes)."""
+    size = "-" if record["size"] is None else str(record["size"])
+    result = common.run_measured([sys.executable, "-c", START_LOSS, str(path), record["model"], str(IMAGES),
+                                  str(num_images), str(batch_size), size])
+    record["start_loss"] = common.last_json_line(result["stdout"]) or {}
 
 
 def caffe_prototxt(path, size, batch_size, folder):
@@ -156,15 +202,24 @@ def outcome(record):
     return UNSUPPORTED if "does not support it" in record["last_line"] else "failed"
 
 
+def loss_ratio(record):
+    """The largest start loss / ln(classes) over the net's softmax heads (None without one)."""
+    heads = record.get("start_loss") or {}
+    ratios = [h["loss"] / np.log(h["classes"]) for h in heads.values() if h["classes"] > 1]
+    return max(ratios) if ratios else None
+
+
 def table(records):
     rows = []
     for r in records:
+        ratio = loss_ratio(r)
         rows.append([r["net"], r["size"] or "-", r["outcome"], EXPECTED.get(r["net"], OK),
                      "%.1f" % r["wall_s"], "%.0f" % r["peak_rss_mb"],
                      {True: "yes", False: "NO"}.get(r.get("loads"), "-"),
+                     "-" if ratio is None else "%.2f" % ratio,
                      (r["last_line"] if r["rc"] else (r.get("caffe_error") or ""))[:110]])
     return common.format_table(["net", "--size", "outcome", "expected", "wall s", "peak MB",
-                                "loads in Caffe", "message"], rows)
+                                "loads in Caffe", "start loss / ln C", "message"], rows)
 
 
 def main(argv=None):
@@ -193,6 +248,7 @@ def main(argv=None):
             record = run_net(path, work, args.num_images, args.batch_size, size, args.timeout)
             if record["model"]:
                 record["caffe_prototxt"] = str(caffe_prototxt(path, size, args.batch_size, work))
+                start_loss(record, path, args.num_images, args.batch_size)
                 if not args.no_caffe:
                     check_in_caffe(record)
                 Path(record["model"]).unlink()

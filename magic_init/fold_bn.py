@@ -19,18 +19,20 @@ with b = 0 for an affine layer without bias (it gets ``bias_term: true`` and a b
 from __future__ import annotations
 
 import logging
+import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import numpy as np
 
+from magic_init import layer_facts
 from magic_init.errors import ModelFileError, NetDefinitionError, ShapeMismatchError
 from magic_init.proto import caffe_pb2
 
 log = logging.getLogger(__name__)
 
-AFFINE_TYPES = ("Convolution", "InnerProduct", "Deconvolution")
+AFFINE_TYPES = layer_facts.types(role=layer_facts.AFFINE)
 
 
 @dataclass
@@ -365,11 +367,14 @@ def fold_bn_files(net_path, model_path, out_net, out_model) -> FoldResult:
     log.info("folded %d BatchNorm layer(s) (%d Scale), kept %d", len(result.folded),
              sum(1 for f in result.folded if f.scale), len(result.kept))
     text = text_format.MessageToString(result.net)
+    model_existed = os.path.lexists(out_model)
     write_caffemodel(out_model, result.net, result.weights)
     try:
         with atomic_write(out_net) as f:
             f.write(text.encode())
     except OSError as error:
+        if not model_existed:       # not half a result: the model without its prototxt
+            os.unlink(out_model)
         raise ModelFileError("%s: cannot write (%s)" % (out_net, error.strerror or error)) from None
     log.info("wrote %s and %s", out_net, out_model)
     return result

@@ -190,11 +190,14 @@ class BetweenLayer:
         Each step moves the groups' log-factors u_g = log Δ_g by α times the least-squares step
         δu* of the linear model of the log change rates (``linear_model``):
 
-            δu* = argmin ‖P(d + A·δu)‖²,  among those with (a_out + mean_k A_k)·δu = 0 if any,
+            δu* = argmin ‖P(d + A·δu)‖²,  among those with a_out·δu = 0 if any,
 
         d_k = log C̃_k − mean log C̃, P the centering projection: the step that brings the rates
-        closest to equal, keeping their geometric mean where a step can. On a chain A is invertible and the
-        step is log s_k = α·d_k/2, the paper's update s_k = (C̃_k/C̃)^(α/2). Where layers are tied
+        closest to equal and keeps the scale of the net's output (its geometric-mean factor
+        Δ_out) where a step can: Algorithm 1 set the output layer's outputs to unit variance, and a
+        rescaled pretrained model computes exactly what it computed. On a chain A is invertible and the
+        step is log s_k = α·d_k/2, the paper's update s_k = (C̃_k/C̃)^(α/2), with Π_k s_k = 1: the
+        output's scale and the rates' geometric mean are both kept. Where layers are tied
         (Eltwise SUM, shared blobs, exact rescaling) it accounts for the ties: a residual block's
         last layer must keep the trunk's factor, so a step on the block's inner layers changes the
         last layer's rate too; updating each group alone towards C̃ moves those layers away."""
@@ -204,13 +207,13 @@ class BetweenLayer:
             log.warning("between-layer: no layer can be rescaled")
             return total, 0
         groups = list(dict.fromkeys(graph.group(k) for k in free))
-        model, keep_mean = self.linear_model(graph, layers, free, groups)
+        model, output = self.linear_model(graph, layers, free, groups)
         for step in range(self.max_iter):
             log_rate = np.log([layers[k].rate() for k in free])
             d = log_rate - log_rate.mean()
             if np.max(np.abs(d)) < self.tol:
                 return total, step
-            du = _least_squares_step(model - model.mean(axis=0), -d, keep_mean)
+            du = _least_squares_step(model - model.mean(axis=0), -d, output)
             if np.max(np.abs(du)) < self.tol / 4:   # the ties leave no better point
                 return total, step
             factor = dict(zip(groups, np.exp(self.alpha * du)))
@@ -227,7 +230,7 @@ class BetweenLayer:
 
         (y_k carries Δ_out/Δ_k, W(:, j) carries Δ_k/Δ_src(j): C̃_k ∝ Δ_out·Δ_src²/Δ_k²; pinned
         layers' factors stay 1). Returns (A: one row per free layer, one column per group, without
-        the common δu_out; a_out: δu_out = a_out·δu, the output's geometric-mean factor + mean_k A_k)."""
+        the common δu_out; a_out: δu_out = a_out·δu, the output's geometric-mean factor)."""
         column = {g: i for i, g in enumerate(groups)}
         free_set = set(free)
 
@@ -245,7 +248,7 @@ class BetweenLayer:
             model[i, column[graph.group(k)]] -= 2
         outputs = [src for src in graph.outputs if src is not None]
         out = source_weights(np.concatenate(outputs)) if outputs else np.zeros(len(groups))
-        return model, out + model.mean(axis=0)
+        return model, out
 
     @staticmethod
     def _update(graph, layers, delta):

@@ -10,7 +10,9 @@ per-output-channel mean μ(i) and standard deviation σ(i) over images and posit
 so that z_k(i) has mean β and unit variance on the sample. With ``normalize="layer"`` every row is
 divided by the layer's root-mean-square σ_L = (mean_i σ(i)²)^(1/2) instead (b_k(i) ← β − μ(i)/σ_L):
 the layer's outputs have unit variance on average and the drawn rows keep their relative norms
-(the paper's Alg. 1 is per channel, the default). The cached z_k is corrected by the
+(the paper's Alg. 1 is per channel, the default). A layer whose per-channel statistics rest on
+fewer than ``MIN_VALUES_PER_CHANNEL`` values (a fully connected layer on a sample of a few images)
+is normalized as a whole either way. The cached z_k is corrected by the
 same affine map, so the sample is forwarded through every layer exactly once.
 
 Data-driven inits (PCA, ZCA, k-means, random patches) apply to convolutions; fully connected
@@ -45,6 +47,11 @@ log = logging.getLogger(__name__)
 
 #: σ(i) below this fraction of the median σ marks channel i as dead (constant on the sample).
 DEAD_FRACTION = 1e-6
+
+#: A layer whose per-channel μ and σ rest on fewer values than this (images × positions) is
+#: normalized as a whole: on a handful of images a channel's σ is mostly noise, and dividing by the
+#: small ones blows the net's output up (GoogLeNet on 2 images: a softmax loss 10x ln 1000).
+MIN_VALUES_PER_CHANNEL = 32
 
 
 def select_layers(net, layers=None):
@@ -208,7 +215,12 @@ class WithinLayer:
                                  "channels)" % (name, int(bad.sum()), len(bad)))
         if weights_from is not None:
             return self._center_shared(net, runner, name, mean, own_bias, weights_from)
-        scale, bias, dead = normalize_rows(mean, std, self.beta, self.normalize)
+        unit = self.normalize
+        if state["sums"][0] < MIN_VALUES_PER_CHANNEL and unit == "channel":
+            unit = "layer"
+            log.info("layer '%s': %d values per channel on the sample: normalized as a whole (one σ)",
+                     name, int(state["sums"][0]))
+        scale, bias, dead = normalize_rows(mean, std, self.beta, unit)
         group = netinfo.group_count(net, name)
         rows = output_view(kind, blobs[0].data, group)
         set_output_rows(kind, blobs[0].data, rows * scale[:, None].astype(np.float32), group)

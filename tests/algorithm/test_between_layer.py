@@ -139,6 +139,21 @@ def test_concat_columns_keep_their_producers_and_tanh_pins():
     assert [graph.pinned(k) for k in range(4)] == [False, False, True, False]
 
 
+def test_a_crop_of_the_spatial_axes_passes_a_scale_and_one_of_the_channels_blocks_it():
+    def crop_net(channels_out):
+        return stub_net([("data", "Input", [], ["data"]),
+                         ("a", "Convolution", ["data"], ["a"]),
+                         ("crop", "Crop", ["a", "data"], ["crop"]),
+                         ("b", "Convolution", ["crop"], ["b"])],
+                        {"data": (2, 3, 4, 4), "a": (2, 4, 6, 6), "crop": (2, channels_out, 4, 4),
+                         "b": (2, 5, 4, 4)})
+
+    spatial, channels = ScaleGraph(crop_net(4), 3), ScaleGraph(crop_net(3), 3)
+    assert spatial.columns["b"].tolist() == [0] * 4 and not spatial.pinned(0)
+    assert channels.columns["b"].tolist() == [-1] * 3
+    assert channels.held_reasons()["a"] == "scale cannot pass layer 'crop' (Crop, not known to be homogeneous)"
+
+
 def two_head_net():
     return stub_net([("data", "Input", [], ["data"]),
                      ("a", "Convolution", ["data"], ["a"]),

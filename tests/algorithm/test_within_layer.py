@@ -40,6 +40,44 @@ def test_every_channel_has_mean_beta_and_unit_std(init):
         np.testing.assert_allclose(std, 1, atol=0.02)
 
 
+def test_layer_normalization_gives_unit_mean_variance_and_keeps_relative_row_norms():
+    """--normalize layer: one factor per layer (mean over channels of σ² = 1), per-channel centering
+    at β, and the drawn rows' norms keep their ratios (the channel variant equalizes them instead)."""
+    net, x = small_convnet(), sample()
+    per_layer = WithinLayer(init="gaussian", beta=BETA, normalize="layer")
+    per_layer(net, SampleRunner(net, x, 8))
+    other = small_convnet()
+    WithinLayer(init="gaussian", beta=BETA)(other, SampleRunner(other, x, 8))
+    for layer in ("conv1", "conv2", "fc3", "fc4"):
+        mean, std = channel_stats(net, x, layer)
+        np.testing.assert_allclose(mean, BETA, atol=0.02)
+        assert np.mean(std ** 2) == pytest.approx(1, abs=0.03)
+        assert std.std() > 0.05                               # channels are not equalized
+    # conv1 sees the same input in both: the same drawn rows, divided by σ_L instead of σ(i)
+    _, std1 = channel_stats(net, x, "conv1")
+    rows = net.params["conv1"][0].data.reshape(len(std1), -1)
+    rows_per_channel = other.params["conv1"][0].data.reshape(len(std1), -1)
+    ratio = np.linalg.norm(rows, axis=1) / np.linalg.norm(rows_per_channel, axis=1)
+    np.testing.assert_allclose(ratio, std1, rtol=1e-3)
+    cosine = np.sum(rows * rows_per_channel, axis=1) / np.linalg.norm(rows, axis=1) / np.linalg.norm(rows_per_channel, axis=1)
+    np.testing.assert_allclose(cosine, 1, rtol=1e-5)
+    with pytest.raises(ValueError, match="unknown normalization"):
+        WithinLayer(normalize="unit")
+
+
+def test_a_layer_with_few_values_per_channel_is_normalized_as_a_whole():
+    """fc3/fc4 see one value per image: on 8 images their σ per channel is noise, so one σ per layer;
+    the convolutions (8 images x positions) stay per channel."""
+    net, x = small_convnet(), sample(n=8)
+    WithinLayer(init="gaussian", beta=BETA)(net, SampleRunner(net, x, 4))
+    for layer in ("conv1", "conv2"):
+        np.testing.assert_allclose(channel_stats(net, x, layer, batch=4)[1], 1, atol=0.02)
+    for layer in ("fc3", "fc4"):
+        mean, std = channel_stats(net, x, layer, batch=4)
+        np.testing.assert_allclose(mean, BETA, atol=0.02)
+        assert np.mean(std ** 2) == pytest.approx(1, abs=0.03) and std.std() > 0.05
+
+
 def test_each_layer_runs_once_per_batch():
     net, x = small_convnet(), sample()
     runs = []

@@ -2,7 +2,8 @@
 
 A net expected to run must run end to end on the built-in engine and its written model must load
 and run forward in real Caffe, with finite outputs; a net expected to be unsupported must fail
-within 10 s with one line (no traceback) naming a layer and its type.
+within 10 s with one line (no traceback) naming a layer and its type. Every net with a softmax
+head starts training from a sane output: its loss under uniform labels is within 2x ln(classes).
 """
 from __future__ import annotations
 
@@ -38,3 +39,6 @@ def test_corpus_at_a_small_size(caffe_env, realnets, tmp_path):
             assert re.match(r"magic_init: error: layer '[^']+': type '[^']+' ", r["last_line"]), r["last_line"]
         else:
             assert r["loads"] and r["finite"], (name, r.get("caffe_error"))
+            ratio = corpus.loss_ratio(r)     # the output is sane for training: loss within 2x ln(classes)
+            assert ratio is None or ratio < 2, (name, r["start_loss"])
+    assert sum(corpus.loss_ratio(r) is not None for r in records.values()) >= 15

@@ -150,7 +150,7 @@ def _model_and_net(prototxt, kw):
 
     model = load.read_model(prototxt, kw["load"])
     net = load.build_net(model, backend=kw["backend"], device=kw["device"], batch_size=kw["batch_size"],
-                         size=kw["size"])
+                         size=kw["size"], data=kw["data"], root=kw["root"])
     load.affine_layer_names(net)
     return model, net
 
@@ -301,6 +301,32 @@ def init_command(prototxt, output, **kw):
     run_passes(net, sample.data, passes, batch_size=kw["batch_size"], progress=progress)
     load.save_model(output, model, net)
     log.info("wrote %s", output)
+    _write_sized_prototxt(prototxt, output, model, net, kw, dict(inputs, OUTPUT=output))
+
+
+def _write_sized_prototxt(prototxt, output, model, net, kw, inputs):
+    """When --size changed a layer's parameter shapes (an InnerProduct's input), OUTPUT does not fit
+    PROTOTXT: write ``<OUTPUT stem>.size<H>x<W>.prototxt``, PROTOTXT at that size, beside it (never
+    over one of the run's files) and say so in one warning."""
+    from google.protobuf import text_format
+
+    from magic_init import load
+
+    change = load.size_change(model, net, kw["size"], kw["data"], kw["root"])
+    if change is None:
+        return
+    name, kind, own, current = change
+    path = "%s.size%dx%d.prototxt" % ((os.path.splitext(output)[0],) + tuple(kw["size"]))
+    try:
+        check_output(path, inputs, what="the sized prototxt")
+        sized = load.sized_net_param(model.net, kw["size"], load.input_blob(net.net_param))
+        with atomic_write(path) as f:
+            f.write(text_format.MessageToString(sized).encode())
+        written = "wrote %s, which it fits" % path
+    except (MagicInitError, OSError) as error:
+        written = "no prototxt that fits it written (%s)" % error
+    log.warning("--size %d,%d changes the input of %s '%s' (weights %s, not %s): %s does not fit %s; %s",
+                kw["size"][0], kw["size"][1], kind, name, current[0], own[0], output, prototxt, written)
 
 
 @cli.command("stats")

@@ -103,6 +103,8 @@ TABLE = {
     "Sigmoid":                 _(OTHER, BLOCKS, True),
     "TanH":                    _(OTHER, BLOCKS, True),
     "BatchNorm":               _(OTHER, BLOCKS, True),   # fixed TEST statistics: a factor changes f
+    # Scale: x·s with s a second bottom is of degree 2; with one bottom and a learned, unshared
+    # per-channel γ it is a source for Algorithm 2 instead (netinfo.rescalable_layers).
     "Scale":                   _(OTHER, BLOCKS, True),
     "Bias":                    _(OTHER, BLOCKS, True),
     "Power":                   _(OTHER, BLOCKS, True),

@@ -15,7 +15,7 @@ import numpy as np
 from magic_init import layer_facts, netgraph
 from magic_init.algorithm import netinfo
 from magic_init.algorithm.netinfo import AFFINE_TYPES
-from magic_init.errors import ModelFileError, NetDefinitionError
+from magic_init.errors import MagicInitError, ModelFileError, NetDefinitionError
 from magic_init.io import copy_weights, read_caffemodel, read_prototxt, write_caffemodel
 from magic_init.netgraph import instantiate
 
@@ -106,14 +106,14 @@ def input_blob(net_param):
     raise NetDefinitionError("the net has no input: add an Input layer, input/input_shape, or a data layer")
 
 
-def _input_shapes(model, batch_size, size):
-    """Shapes for every Input top: the image blob gets (batch, C, H, W), other tops (batch, ...)."""
-    try:
-        probe = instantiate(model.net, phase="test")
-    except NetDefinitionError:
-        if size is None:
-            raise
-        probe = instantiate(model.net, phase="test", input_shapes=_guess_shapes(model.net, batch_size, size))
+def _input_shapes(model, batch_size, size, data=None, root=None):
+    """Shapes for every Input top: the image blob gets (batch, C, H, W), other tops (batch, ...).
+
+    Data layers' image tops come from ``_guess_shapes`` (``size`` applies to every one of them);
+    ``size`` also sets the H x W of the image blob when that is an Input layer's."""
+    guessed = _guess_shapes(model.net, batch_size, size, data, root,
+                            base_dir=os.path.dirname(os.path.abspath(model.prototxt)))
+    probe = instantiate(model.net, phase="test", input_shapes=guessed)
     shapes = {}
     image_top = input_blob(probe)
     for layer in probe.layer:
@@ -131,15 +131,42 @@ def _input_shapes(model, batch_size, size):
     return shapes
 
 
-def _guess_shapes(net_param, batch_size, size):
-    """Shapes for data layers whose size only the data knows: 3 x H x W images, (batch,) labels."""
+def _guess_shapes(net_param, batch_size, size, data=None, root=None, base_dir=None):
+    """Image shapes (batch, C, H, W) of the TEST phase's data layers (labels are left to netgraph).
+
+    H x W: ``size`` for every data layer, else the layer's own (crop_size, new_height/new_width...);
+    a layer with neither is left out (instantiating then names it and the --size hint).
+    C: what the layer fixes (``netgraph.data_layer_channels``: ImageData ``is_color``, force_gray,
+    ...), else what the data gives (``data_channels``: 1 for gray images or 1-channel Datums, else
+    3), else 3 when there is no data to read (a Python layer without --data, a missing LMDB)."""
     shapes = {}
-    for layer in net_param.layer:
-        if layer_facts.is_data_layer(layer) and layer.top:
-            shapes[layer.top[0]] = (batch_size, 3) + tuple(size)
-            for top in layer.top[1:]:
-                shapes[top] = (batch_size,)
+    test = netgraph.filter_net(net_param, netgraph.net_state("test", net=net_param))
+    for layer in test.layer:
+        if not (layer_facts.is_data_layer(layer) and layer.top):
+            continue
+        try:
+            own = netgraph.data_layer_shapes(layer, {})[0]
+        except NetDefinitionError:
+            own = None
+        if (own is None and size is None) or (own is not None and len(own) != 4):
+            continue
+        height_width = tuple(size) if size is not None else tuple(own[2:])
+        shapes[layer.top[0]] = (batch_size, data_channels(layer, data, root, base_dir)) + height_width
     return shapes
+
+
+def data_channels(layer, data=None, root=None, base_dir=None):
+    """The channel count of data ``layer``'s images: see ``_guess_shapes``."""
+    from magic_init.data import data_channels as channels_of_data
+
+    declared = netgraph.data_layer_channels(layer)
+    if declared:
+        return declared
+    found = channels_of_data(None if data == "prototxt" else data, layer, root=root, base_dir=base_dir)
+    if found is None:
+        log.debug("data layer '%s': no data to tell its channel count; assuming 3", layer.name)
+        return 3
+    return found
 
 
 def _without_guessed_label_readers(net_param, size):
@@ -166,22 +193,97 @@ def _without_guessed_label_readers(net_param, size):
     return stripped
 
 
-def build_net(model, backend="auto", device="cpu", batch_size=16, size=None):
+def build_net(model, backend="auto", device="cpu", batch_size=16, size=None, data=None, root=None):
     """Instantiate the model in TEST phase on a backend, with the loaded weights copied in.
 
     On the built-in engine every layer type is checked first, so that a net with a layer the
-    engine cannot run fails naming that layer, before anything about its shapes is asked."""
+    engine cannot run fails naming that layer, before anything about its shapes is asked.
+    ``data``/``root`` (the run's --data source) tell data layers that leave their channel count
+    to the data how many channels it has (``_guess_shapes``)."""
     from magic_init.backends import get_net, resolve_backend
 
     if resolve_backend(backend) == "torch":
         from magic_init.engine.layers import check_supported
         check_supported(netgraph.filter_net(model.net, netgraph.net_state("test", net=model.net)).layer)
     net = get_net(_without_guessed_label_readers(model.net, size), backend=backend, device=device, phase="test",
-                  input_shapes=_input_shapes(model, batch_size, size))
+                  input_shapes=_input_shapes(model, batch_size, size, data, root))
     reset_unloaded_layers(net, {name for name, arrays in model.weights.items() if arrays})
     if model.weights:
         copy_weights(model.weights, net.params, source_name=model.weights_path)
     return net
+
+
+def size_change(model, net, size, data=None, root=None):
+    """Whether ``size`` made ``net``'s weights unfit for the prototxt: the first layer whose
+    parameter shapes differ from those the prototxt gives at its own input size, as
+    ``(name, type, own shapes, net's shapes)``; None when they all fit, without ``size``, or when
+    the prototxt has no size of its own (a data layer that takes it from the data)."""
+    if size is None:
+        return None
+    try:
+        from magic_init.engine import building
+        from magic_init.engine.layers import create_layer
+
+        own = instantiate(model.net, phase="test", input_shapes=_input_shapes(model, 1, None, data, root))
+        blobs = {}
+        for param in own.layer:
+            layer = create_layer(param, "test")
+            if param.type == "Input":
+                blobs.update(zip(param.top, layer.top_shapes()))
+                continue
+            bottoms = [blobs[b] for b in param.bottom]
+            shapes = [tuple(int(d) for d in s) for s in layer.param_shapes(bottoms)]
+            if param.name in net.params:
+                current = [tuple(b.data.shape) for b in net.params[param.name]]
+                if current != shapes:
+                    return param.name, param.type, shapes, current
+            blobs.update(zip(param.top, building.top_shapes(layer, bottoms, shapes)))
+    except (ImportError, MagicInitError) as error:
+        log.debug("cannot tell whether --size changed the parameter shapes: %s", error)
+    return None
+
+
+def sized_net_param(net_param, size, image_top):
+    """A copy of ``net_param`` whose inputs are H x W = ``size``: the ``image_top`` of an Input
+    layer, and every data layer that states a size (crop_size, ImageData new_height/new_width,
+    MemoryData, DummyData); NetDefinitionError when one cannot state it (a square crop_size and a
+    non-square size). Data layers that take their size from the data are left as they are."""
+    height, width = size
+    out = type(net_param)()
+    out.CopyFrom(net_param)
+    for layer in out.layer:
+        if layer.type == "Input":
+            shapes = layer.input_param.shape
+            for i, top in enumerate(layer.top):
+                index = min(i, len(shapes) - 1)
+                if top == image_top and index >= 0 and len(shapes[index].dim) == 4:
+                    shapes[index].dim[2], shapes[index].dim[3] = height, width
+        elif layer_facts.is_data_layer(layer):
+            _size_data_layer(layer, height, width)
+    return out
+
+
+def _size_data_layer(layer, height, width):
+    def square(param, field):
+        if height != width:
+            raise NetDefinitionError("layer '%s': %s is square, it cannot state %dx%d"
+                                     % (layer.name, field, height, width))
+        setattr(param, field, height)
+
+    if layer.transform_param.crop_size:
+        square(layer.transform_param, "crop_size")
+    elif layer.type == "ImageData":
+        layer.image_data_param.new_height, layer.image_data_param.new_width = height, width
+    elif layer.type == "MemoryData":
+        layer.memory_data_param.height, layer.memory_data_param.width = height, width
+    elif layer.type == "WindowData" and layer.window_data_param.crop_size:
+        square(layer.window_data_param, "crop_size")
+    elif layer.type == "DummyData":
+        p = layer.dummy_data_param
+        if p.shape and len(p.shape[0].dim) == 4:
+            p.shape[0].dim[2], p.shape[0].dim[3] = height, width
+        elif p.height and p.width:
+            p.height[0], p.width[0] = height, width
 
 
 def reset_unloaded_layers(net, loaded):

@@ -191,11 +191,39 @@ def data_layer_shapes(layer, input_shapes) -> list:
     return shapes
 
 
+def data_layer_channels(layer):
+    """The channel count a data layer's parameters fix, or None when only its data knows it.
+
+    MemoryData ``channels``, a 4-D DummyData shape, ImageData ``is_color`` (3 or 1), WindowData 3;
+    any other data layer (Data, Python, HDF5Data, forks' layers) only through
+    ``transform_param.force_gray`` (1) / ``force_color`` (3): a Data layer's Datums or a Python
+    layer's arrays decide otherwise (``magic_init.load`` reads them)."""
+    kind = layer.type
+    if kind == "MemoryData":
+        return layer.memory_data_param.channels
+    if kind == "DummyData":
+        try:
+            shape = _dummy_data_shape(layer)
+        except NetDefinitionError:
+            return None
+        return shape[1] if len(shape) == 4 else None
+    if kind == "ImageData":
+        return 3 if layer.image_data_param.is_color else 1
+    if kind == "WindowData":
+        return 3
+    if layer.transform_param.force_gray:
+        return 1
+    return 3 if layer.transform_param.force_color else None
+
+
 def _own_data_shape(layer) -> tuple:
-    """(N, C, H, W) a data layer produces, from its parameters; NetDefinitionError if unknown."""
+    """(N, C, H, W) a data layer produces, from its parameters; NetDefinitionError if unknown.
+
+    Channels the layer does not fix (``data_layer_channels`` None) are taken as 3 here; callers
+    that know the data pass the image top's shape in ``input_shapes`` instead."""
     kind = layer.type
     crop = layer.transform_param.crop_size
-    channels = 1 if layer.transform_param.force_gray else 3
+    channels = data_layer_channels(layer) or 3
     if kind == "MemoryData":
         p = layer.memory_data_param
         return (p.batch_size, p.channels, crop or p.height, crop or p.width)
@@ -203,7 +231,6 @@ def _own_data_shape(layer) -> tuple:
         return _dummy_data_shape(layer)
     if kind == "ImageData":
         p = layer.image_data_param
-        channels = 3 if p.is_color else 1
         height, width = (crop, crop) if crop else (p.new_height, p.new_width)
         if height and width:
             return (p.batch_size, channels, height, width)
@@ -211,7 +238,7 @@ def _own_data_shape(layer) -> tuple:
         return (layer.data_param.batch_size, channels, crop, crop)
     elif kind == "WindowData" and layer.window_data_param.crop_size:
         size = layer.window_data_param.crop_size
-        return (layer.window_data_param.batch_size, 3, size, size)
+        return (layer.window_data_param.batch_size, channels, size, size)
     raise NetDefinitionError(
         "%s layer %r: cannot tell the shape of top %r from the prototxt; pass it explicitly "
         "(input_shapes={%r: (N, C, H, W)}, or --size H,W on the command line)"

@@ -35,6 +35,16 @@ def test_cli_defaults_for_rounds_and_rate_are_the_api_defaults():
         defaults = inspect.signature(api).parameters
         assert options["rounds"].default == defaults["rounds"].default
         assert options["rate"].default == defaults["rate"].default
+    # every option the API shares with the CLI has the same default (the CLI's --tol is relative,
+    # the API's a log distance; --memory-limit is max_patch_mb)
+    defaults = inspect.signature(initialize).parameters
+    renamed = {"memory_limit": "max_patch_mb"}
+    shared = [name for name in options if renamed.get(name, name) in defaults and name != "tol"]
+    assert len(shared) >= 12, shared
+    for name in shared:
+        assert options[name].default == defaults[renamed.get(name, name)].default, name
+    import math
+    assert math.log1p(options["tol"].default) == pytest.approx(defaults["tol"].default)
 
 
 @pytest.mark.parametrize("flags", [("--load", "FULL", "--no-between-layer"),

@@ -48,7 +48,7 @@ def run_passes(net, sample, passes, batch_size=16, progress=False):
 
 
 def build_passes(within_layer=True, between_layer=True, init="gaussian", beta=0.1, layers=None, seed=0,
-                 max_patches=10000, max_patch_mb=256, data_driven_fc=False, stats_dropout=True,
+                 max_patches=10000, max_patch_mb=1024, data_driven_fc=False, stats_dropout=True,
                  whitening_eps=WHITENING_EPS, alpha=0.25, max_iter=10, tol=DEFAULT_TOL, rounds=2, rate="gradient",
                  exact=False, verify=False, rate_dropout=True, normalize="channel"):
     """The passes of one run, validated before any of them runs (an unknown ``init`` or ``rate``
@@ -78,7 +78,7 @@ def build_passes(within_layer=True, between_layer=True, init="gaussian", beta=0.
 
 def initialize(net, sample, init="gaussian", beta=0.1, between_layer=True, alpha=0.25, max_iter=10,
                tol=DEFAULT_TOL, batch_size=16, layers=None, seed=0,
-               max_patches=10000, max_patch_mb=256, rounds=2, rate="gradient", progress=False, verify=False,
+               max_patches=10000, max_patch_mb=1024, rounds=2, rate="gradient", progress=False, verify=False,
                data_driven_fc=False, rate_dropout=True, stats_dropout=True, normalize="channel"):
     """Algorithm 1 on the affine layers named in ``layers`` (None: every affine layer; the others keep
     their weights), then, with ``between_layer``, Algorithm 2 on all affine layers (LRN passed

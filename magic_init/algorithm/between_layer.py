@@ -30,6 +30,12 @@ Gaussian inits, but k-means filters correlate z_{k-1} with y_k: on CaffeNet afte
 underestimates conv2-conv4's gradient rates by 1.5x, so calibrating on Eq. 4 left a 1.54x spread
 in the real (measure_stat) rates. The original code also calibrates on measured gradients.
 
+The rescaled layers are the affine layers and the Scale layers with one bottom and a learned,
+unshared per-channel γ (``netinfo.rescalable_layers``): y_c = γ_c·x_c + β_c is affine with a
+diagonal weight (column j = channel j, C̃_{k,j} = |∂ℓ/∂γ_j|/‖γ‖_rms), so γ, β ← Δ·γ, Δ·β multiplies
+its output by Δ like W, b ← Δ·W, Δ·b. On BatchNorm nets they are the layers that move: TEST-phase
+BatchNorm is not homogeneous, so the conv in front of it is held, and its Scale takes over.
+
 Layers tied by Eltwise, or sharing a parameter blob, share one factor (the first member's; a shared
 blob is scaled once); pinned layers (scale blocked by a non-homogeneous layer, see scale_graph,
 all-zero weights, or no gradient reaching them) keep Δ = 1; the report says why each is held

@@ -23,6 +23,48 @@ def affine_layers(net):
             if kind in AFFINE_TYPES and name in net.params]
 
 
+def scale_layer_problem(net, name, shared=None):
+    """Why Scale layer ``name`` cannot be rescaled by Algorithm 2 (a phrase), or None when it can.
+
+    A Scale y_c = γ_c·x_c (+ β_c) with one bottom and a learned per-channel γ over axis 1 is affine
+    per channel with a diagonal weight: multiplying γ and β by Δ multiplies its output by Δ, like an
+    affine layer's. It cannot when γ comes from a second bottom (y = x·s is of degree 2), covers
+    other axes than the channels, is not learned (``lr_mult: 0``), or a blob of it is shared with
+    another layer (scaling it would change that layer too)."""
+    bottoms = net.bottom_names[name]
+    if len(bottoms) != 1 or name not in net.params or not len(net.params[name]):
+        return "not homogeneous: its scale is a second bottom, y = x·s"
+    shape = net.blobs[bottoms[0]].data.shape
+    gamma = net.params[name][0].data
+    param = layer_param(net, name)
+    axis = int(param.scale_param.axis) if param is not None else 1
+    if len(shape) < 2 or (axis if axis >= 0 else axis + len(shape)) != 1 or gamma.shape != (shape[1],):
+        return "not rescalable: its γ is not one value per channel (axis 1)"
+    if param is not None and len(param.param) and param.param[0].lr_mult == 0:
+        return "not rescalable: its γ is not learned (lr_mult: 0)"
+    shared = shared_params(net) if shared is None else shared
+    users = [(layer, j) for (layer, j), (owner, _) in shared.items() if name in (layer, owner)]
+    if users:
+        return "not rescalable: it shares a parameter blob with another layer"
+    return None
+
+
+def rescalable_layers(net):
+    """Indices of the layers Algorithm 2 rescales, in execution order: the affine layers and the
+    Scale layers with one bottom and a learned, unshared per-channel γ (``scale_layer_problem``).
+    Algorithm 1 initializes only the affine layers (``affine_layers``)."""
+    shared = None
+    result = []
+    for i, (name, kind) in enumerate(zip(net.layer_names, net.layer_types)):
+        if kind in AFFINE_TYPES and name in net.params:
+            result.append(i)
+        elif kind == "Scale":
+            shared = shared_params(net) if shared is None else shared
+            if scale_layer_problem(net, name, shared) is None:
+                result.append(i)
+    return result
+
+
 def last_compute_layer(net):
     """Index of the last layer that is neither a loss/accuracy layer nor an input layer."""
     for i in range(len(net.layer_names) - 1, -1, -1):
@@ -143,10 +185,13 @@ def inner_product_axis(net, name):
 
 
 def group_count(net, name):
-    """Groups of an affine layer: from ``convolution_param.group``, else bottom channels / weight columns."""
+    """Groups of an affine layer: from ``convolution_param.group``, else bottom channels / weight
+    columns; a rescalable Scale (a diagonal weight) has one group per channel."""
     kind = net.layer_types[list(net.layer_names).index(name)]
     if kind == "InnerProduct":
         return 1
+    if kind == "Scale":                  # a diagonal weight: every channel is its own group
+        return int(net.params[name][0].data.size)
     param = layer_param(net, name)
     if param is not None:
         return int(param.convolution_param.group)

@@ -15,6 +15,13 @@ does; with the plain sum, bigger layers would look slower by their size):
 
 ``LayerRates`` keeps these factors so that rescaling can update them analytically.
 
+The measured layers are Algorithm 2's rescalable ones (``netinfo.rescalable_layers``): the affine
+layers and the Scale layers with a learned per-channel γ, read as a diagonal weight (kind "Scale":
+one group per channel, column j = channel j, one row, one tap; C̃²_{k,j} = E[(∂ℓ/∂γ_j)²]/mean(γ²)).
+A layer that runs in place (ResNet's conv -> BatchNorm -> Scale -> ReLU on one blob) or whose
+bottom a later layer overwrites in place has its input read just before it runs and its top
+gradient just after the layers above it ran backward (forward and backward run in segments there).
+
 The weight gradients (``definition="gradient"``) are summed over blocks of RATE_BLOCK images
 (parameter diffs accumulate over the batches of a block, which never straddle one), so for every
 block b, Σ_i E[(∂ℓ/∂W(i, j))²] per image ≈ ‖Σ_{n∈b} ∂ℓ_n/∂W(:, j)‖² / |b| (η independent per image).
@@ -87,12 +94,15 @@ class LayerRates:
 
 
 def column_weight_norms(kind, weight, group):
-    """Σ over rows (and kernel taps) of W², per column: bottom channel (conv, deconv) or unit (InnerProduct).
+    """Σ over rows (and kernel taps) of W², per column: bottom channel (conv, deconv, Scale: γ_j²) or
+    unit (InnerProduct).
 
     Computed with einsum on the float32 blob (no full-size float64 temporary: fc6 of VGG is 400 MB)."""
     if kind == "InnerProduct":
         w = weight.reshape(weight.shape[0], -1)
         return np.einsum("ij,ij->j", w, w).astype(np.float64)
+    if kind == "Scale":                 # diagonal weight: column j is γ_j
+        return np.square(weight.reshape(-1).astype(np.float64))
     if kind == "Deconvolution":
         w = weight.reshape(weight.shape[0], -1)
         return np.einsum("ij,ij->i", w, w).astype(np.float64)
@@ -105,6 +115,8 @@ def scale_columns(kind, weight, group, factors):
     f = factors.astype(np.float32)
     if kind == "InnerProduct":
         weight *= f.reshape((1,) + weight.shape[1:]) if weight.ndim > 2 else f[None, :]
+    elif kind == "Scale":
+        weight *= f.reshape(weight.shape)
     elif kind == "Deconvolution":
         weight *= f.reshape((-1,) + (1,) * (weight.ndim - 1))
     else:
@@ -135,7 +147,8 @@ class RateMeter:
         self.net = net
         self.last = netinfo.last_compute_layer(net)
         self.outputs = netinfo.output_blobs(net, self.last)
-        self.affine = [i for i in netinfo.affine_layers(net) if i <= self.last]
+        self.affine = [i for i in netinfo.rescalable_layers(net) if i <= self.last]
+        self._split_points()
         self.rng = np.random.default_rng(seed)
         self.keep_param_diffs = keep_param_diffs
         self.definition = definition
@@ -159,12 +172,10 @@ class RateMeter:
                 for batch in block:
                     load_blobs(net, batch)
                     count = len(next(iter(batch.values())))
-                    net.forward(end=names[self.last])
-                    self._add_bottoms(sums)
+                    self._forward(sums)
                     for blob, eta in zip(self.outputs, self._eta(eta_seed, images + block_images, count)):
                         net.blobs[blob].diff[...] = eta
-                    net.backward(start=names[self.last])
-                    self._add_top_gradients(sums)
+                    self._backward(sums)
                     block_images += count
                 self._add_weight_gradients(sums, block_images)
             images += block_images
@@ -187,22 +198,62 @@ class RateMeter:
             for b in blobs:
                 b.diff[...] = 0
 
-    def _add_bottoms(self, sums):
+    def _split_points(self):
+        """The measured layers whose bottom data (``capture_bottom``) or top diff (``capture_top``) a
+        full pass would overwrite before we read it: in-place layers (ResNet's conv -> BatchNorm ->
+        Scale -> ReLU all on one blob). Their bottom is read just before they run and their top diff
+        just after the layers above them have run backward."""
+        net, names = self.net, self.net.layer_names
+        self.capture_bottom, self.capture_top = [], []
         for i in self.affine:
-            name, kind = self.net.layer_names[i], self.net.layer_types[i]
-            total, count = _column_square(kind, self.net.blobs[self.net.bottom_names[name][0]].data)
-            entry = sums.setdefault(name, {"col": 0.0, "count": 0, "y": 0.0, "param": 0.0, "grad": 0.0,
-                                           "blocks": 0})
-            entry["col"] = entry["col"] + total
-            entry["count"] += count
+            name = names[i]
+            bottom, top = net.bottom_names[name][0], net.top_names[name][0]
+            if any(bottom in net.top_names[names[j]] for j in range(i, self.last + 1)):
+                self.capture_bottom.append(i)
+            if any(top in net.bottom_names[names[j]] for j in range(i + 1)):
+                self.capture_top.append(i)
 
-    def _add_top_gradients(self, sums):
-        """E[‖y_k‖²] terms of this batch (top diffs are overwritten by every backward)."""
+    def _forward(self, sums):
+        """Forward to the last layer, gathering E[z_{k-1}²] of every measured layer."""
+        net, names = self.net, self.net.layer_names
+        start = None
+        for i in self.capture_bottom:
+            if i > (start or 0):
+                net.forward(start=None if start is None else names[start], end=names[i - 1])
+                start = i
+            self._add_bottom(i, sums)
+        net.forward(start=None if start is None else names[start], end=names[self.last])
         for i in self.affine:
-            name = self.net.layer_names[i]
-            group = netinfo.group_count(self.net, name)
-            top = self.net.blobs[self.net.top_names[name][0]]
-            sums[name]["y"] = sums[name]["y"] + _group_gradient(top.diff, group)
+            if i not in self.capture_bottom:
+                self._add_bottom(i, sums)
+
+    def _backward(self, sums):
+        """Backward from the last layer, gathering E[‖y_k‖²] of every measured layer."""
+        net, names = self.net, self.net.layer_names
+        top = self.last
+        for i in reversed(self.capture_top):
+            if i < top:
+                net.backward(start=names[top], end=names[i + 1])
+                top = i
+            self._add_top_gradient(i, sums)
+        net.backward(start=names[top])
+        for i in self.affine:
+            if i not in self.capture_top:
+                self._add_top_gradient(i, sums)
+
+    def _add_bottom(self, i, sums):
+        name, kind = self.net.layer_names[i], self.net.layer_types[i]
+        total, count = _column_square(kind, self.net.blobs[self.net.bottom_names[name][0]].data)
+        entry = sums.setdefault(name, {"col": 0.0, "count": 0, "y": 0.0, "param": 0.0, "grad": 0.0, "blocks": 0})
+        entry["col"] = entry["col"] + total
+        entry["count"] += count
+
+    def _add_top_gradient(self, i, sums):
+        """E[‖y_k‖²] terms of this batch (top diffs are overwritten by every backward)."""
+        name = self.net.layer_names[i]
+        group = netinfo.group_count(self.net, name)
+        top = self.net.blobs[self.net.top_names[name][0]]
+        sums[name]["y"] = sums[name]["y"] + _group_gradient(top.diff, group)
 
     def _add_weight_gradients(self, sums, images):
         """Weight-gradient terms of one block of ``images`` images (param diffs accumulate over its batches)."""

@@ -21,10 +21,16 @@ on the output) it is a barrier like the layers below.
 
 * Eltwise SUM/MAX: every combined channel must carry the same factor — the producing layers are
   *tied* into one scale group (r·a + r·b = r·(a + b), max(r·a, r·b) = r·max(a, b)).
-* Anything else (Sigmoid, TanH, BatchNorm, Scale, Power, Eltwise PROD, Softmax, unknown types, and
+* Anything else (Sigmoid, TanH, BatchNorm, Power, Eltwise PROD, Softmax, unknown types, and
   LRN with ``exact``): a *barrier*. The layers whose scale reaches it are *pinned* (never rescaled)
   and the barrier's outputs carry no factor. (BatchNorm in TEST uses fixed statistics, so a factor in
   front of it would change the function; we pin rather than fold it into the BN statistics.)
+* Scale layers with one bottom and a learned, unshared per-channel γ are *sources* like the affine
+  layers (``netinfo.rescalable_layers``): y_c = γ_c·x_c + β_c is affine per channel with a diagonal
+  weight, so γ, β ← Δ·γ, Δ·β multiplies its output by Δ, and column j = channel j undoes the factor
+  its input carries. On BatchNorm nets (conv -> BatchNorm -> Scale -> ReLU) they are what Algorithm 2
+  moves: the conv before each BatchNorm is held. Other Scale layers (γ from a second bottom, i.e.
+  y = x·s of degree 2; γ shared, not learned, or not per channel) are barriers.
 * With ``exact``, all channels of the net's outputs must carry one common factor: their producers
   are tied too (without ``exact`` each output may end up with its own factor).
 * Layers sharing a parameter blob (``param { name: "w" }``) are tied, so that the blob gets one
@@ -32,8 +38,9 @@ on the output) it is a barrier like the layers below.
 
 Every pinned layer has a reason (``held(k)``), naming the layer its scale cannot pass.
 
-Sources are int arrays over a blob's channels (axis 1): the index of the producing affine layer
-in ``affine`` order, or -1 for "no factor" (net inputs, barrier outputs).
+Sources are int arrays over a blob's channels (axis 1): the index of the producing rescalable layer
+in ``affine`` order (affine and rescalable Scale layers), or -1 for "no factor" (net inputs, barrier
+outputs).
 """
 from __future__ import annotations
 
@@ -61,7 +68,8 @@ ZERO_WEIGHTS = "its weights are all zero"
 
 
 class ScaleGraph:
-    """Scale groups of the affine layers ``affine`` (indices into net.layer_names) up to layer ``last``.
+    """Scale groups of the rescalable layers ``affine`` (indices into net.layer_names: affine layers and
+    rescalable Scale layers, ``netinfo.rescalable_layers``) up to layer ``last``.
 
     ``exact``: only exactly homogeneous layers pass a scale (LRN is a barrier) and the net's output
     channels share one factor, so that rescaling keeps the net's function up to one positive factor."""
@@ -69,7 +77,7 @@ class ScaleGraph:
     def __init__(self, net, last, exact=False):
         self.net = net
         self.exact = bool(exact)
-        self.affine = [i for i in netinfo.affine_layers(net) if i <= last]
+        self.affine = [i for i in netinfo.rescalable_layers(net) if i <= last]
         self.names = [net.layer_names[i] for i in self.affine]
         self.parent = list(range(len(self.affine)))
         self.pinned_ids = set()
@@ -142,13 +150,13 @@ class ScaleGraph:
         if len(values) > 1:
             self._tie(np.full(len(values) - 1, values[0]), values[1:], "the net's output (one common factor)")
 
-    def _barrier(self, name, kind, bottoms):
+    def _barrier(self, name, kind, bottoms, why=None):
         stopped = sorted({int(s) for src in bottoms if src is not None for s in np.unique(src) if s >= 0})
         if not stopped:
             return
         row = facts.facts(kind)
         label = "%s PROD" % kind if row.scale == facts.TIES else kind
-        why = "not homogeneous" if row.nonhomogeneous else "not known to be homogeneous"
+        why = why or ("not homogeneous" if row.nonhomogeneous else "not known to be homogeneous")
         log.debug("layer '%s' (%s) is %s: %s keep their scale", name, label, why,
                   ", ".join(self.names[s] for s in stopped))
         for s in stopped:
@@ -180,9 +188,11 @@ class ScaleGraph:
         scale = facts.scale(kind)
         if facts.is_input(kind) or not bottoms:
             return [None] * len(tops)
-        passes = scale == facts.PASSES or (scale == facts.APPROX and not self.exact)
-        if passes and srcs[0] is not None and all(len(srcs[0]) == self._channels(t) for t in tops):
-            return [srcs[0]] * len(tops)      # (a Crop of the channel axis changes their number: a barrier)
+        if scale == facts.PASSES or (scale == facts.APPROX and not self.exact):
+            if srcs[0] is not None and all(len(srcs[0]) == self._channels(t) for t in tops):
+                return [srcs[0]] * len(tops)
+            self._barrier(name, kind, srcs, "changes the number of channels")   # a Crop of the channel axis
+            return [None] * len(tops)
         if scale == facts.CONCATENATES and self._axis(name, "concat_param") == 1:
             return [np.concatenate(srcs)]
         if scale == facts.RESHAPES:
@@ -191,7 +201,10 @@ class ScaleGraph:
             for other in srcs[1:]:
                 self._tie(srcs[0], other, "layer '%s' (Eltwise)" % name)
             return [srcs[0]]
-        self._barrier(name, kind, srcs)
+        why = None
+        if kind == "Scale":             # not a rescalable source (netinfo.rescalable_layers): say why
+            why = netinfo.scale_layer_problem(self.net, name)
+        self._barrier(name, kind, srcs, why)
         return [None] * len(tops)
 
     def _reshaped(self, src, bottom, top, where):

@@ -21,6 +21,34 @@ log = logging.getLogger(__name__)
 EIGEN_FLOOR = 1e-6
 #: Default whitening regularization ε, relative to the mean eigenvalue (see ``whitening``).
 WHITENING_EPS = 1e-3
+#: Total patch variance below this fraction of the patches' mean square: the sample is constant.
+ZERO_VARIANCE = 1e-10
+
+
+class DegenerateSample(ValueError):
+    """The patches cannot drive a data-driven init (constant sample, nothing to whiten)."""
+
+
+def sample_problem(patches, m):
+    """Why a data-driven init of m rows cannot use ``patches`` (n × d), or None when it can.
+
+    Too few rows (n < m: k-means and random patches need m distinct samples), non-finite values,
+    or zero variance (every patch the same: no direction to whiten, and every row would give a
+    constant output). A rank-deficient but nonzero covariance is fine: the spanned directions are
+    whitened (see ``whitening``)."""
+    x = np.asarray(patches)
+    n, d = x.shape
+    if n < max(m, 2):
+        return "%d sample rows for %d outputs (too few samples)" % (n, m)
+    if d == 0:
+        return "empty patches (no input dimension)"
+    if not np.all(np.isfinite(x)):
+        return "non-finite patches"
+    variance = float(x.var(axis=0, dtype=np.float64).sum())
+    square = float(np.square(x, dtype=np.float64).mean(axis=0).sum())
+    if not variance > ZERO_VARIANCE * square:
+        return "zero-variance patches (constant on the sample)"
+    return None
 
 
 def gaussian(shape, rng):
@@ -34,18 +62,25 @@ def _orthonormal(y):
     gram = y.T.dot(y)
     try:
         lower = np.linalg.cholesky(gram + 1e-12 * np.trace(gram) * np.eye(len(gram)))
-        return np.linalg.solve(lower, y.T).T
+        basis = np.linalg.solve(lower, y.T).T
+        if np.all(np.isfinite(basis)):
+            return basis
     except np.linalg.LinAlgError:
-        values, vectors = np.linalg.eigh(gram)
-        keep = values > 1e-10 * values.max()
-        return y.dot(vectors[:, keep] / np.sqrt(values[keep]))
+        pass
+    values, vectors = np.linalg.eigh(gram)
+    keep = values > 1e-10 * values.max()
+    return y.dot(vectors[:, keep] / np.sqrt(values[keep]))
+
+
+#: Extra columns of the randomized subspace iteration (``_top_eigen``); it needs k + this < d.
+_OVERSAMPLE = 16
 
 
 def _top_eigen(cov, k, iterations=2):
     """Leading k eigenpairs of a symmetric PSD matrix by seeded randomized subspace iteration
     (Halko et al. 2011): O(d²k) instead of eigh's O(d³). Exact within the subspace found, so the
     whitened outputs are exactly white; the directions are the approximately leading ones."""
-    basis = _orthonormal(cov.dot(np.random.default_rng(0).standard_normal((len(cov), k + 16))))
+    basis = _orthonormal(cov.dot(np.random.default_rng(0).standard_normal((len(cov), k + _OVERSAMPLE))))
     for _ in range(iterations):
         basis = _orthonormal(cov.dot(basis))
     values, small = np.linalg.eigh(basis.T.dot(cov).dot(basis))
@@ -69,14 +104,18 @@ def whitening(patches, eps=WHITENING_EPS, rank=None):
         values, vectors = singular ** 2 / n, vt.T
     else:
         cov = centered.T.dot(centered).astype(np.float64) / n
-        if rank is not None and rank < d // 2:
+        if rank is not None and rank < d // 2 and rank + _OVERSAMPLE < d:
             values, vectors = _top_eigen(cov, rank)
         else:
             values, vectors = np.linalg.eigh(cov)
             order = np.argsort(values)[::-1]
             values, vectors = values[order], vectors[:, order]
-    keep = values > EIGEN_FLOOR * max(values[0], 1e-30)
+    if not np.all(np.isfinite(values)):
+        raise DegenerateSample("non-finite patch covariance")
+    keep = values > EIGEN_FLOOR * max(values[0], 1e-30) if len(values) else values > 0
     values, vectors = values[keep], vectors[:, keep]
+    if not len(values):
+        raise DegenerateSample("zero-variance patches (nothing to whiten)")
     return mean, values + eps * values.mean(), vectors
 
 
@@ -185,10 +224,28 @@ _DATA_DRIVEN = {"pca": pca, "zca": zca, "kmeans": kmeans, "rand": rand}
 
 def data_driven(kind, patches, m, rng, eps=WHITENING_EPS):
     """W (m × d) from the patches by ``kind``, whitening regularized by ``eps``; None when the sample
-    is too small (n < m)."""
+    cannot drive it (``sample_problem``: too few rows, n < m; constant or non-finite patches) or the
+    rows come out non-finite. ``data_driven_or_reason`` says why."""
+    return data_driven_or_reason(kind, patches, m, rng, eps)[0]
+
+
+def data_driven_or_reason(kind, patches, m, rng, eps=WHITENING_EPS):
+    """(W, "") as ``data_driven``, or (None, why the sample cannot drive a ``kind`` init).
+
+    The checks draw nothing from ``rng``: a usable sample gives the same rows as before them."""
     if kind == "gaussian":
         raise ValueError("'gaussian' is not a data-driven init: use weight_init.gaussian(shape, rng)")
     check_init(kind, DATA_DRIVEN_KINDS)
-    if len(patches) < m:
-        return None
-    return _DATA_DRIVEN[kind](patches, m, rng, eps=eps)
+    problem = sample_problem(patches, m)
+    if problem:
+        return None, problem
+    try:
+        with np.errstate(all="ignore"):
+            rows = _DATA_DRIVEN[kind](patches, m, rng, eps=eps)
+    except (DegenerateSample, np.linalg.LinAlgError) as error:
+        return None, str(error) or type(error).__name__
+    if not np.all(np.isfinite(rows)):
+        return None, "non-finite %s rows (numerically degenerate covariance)" % kind
+    if not np.any(rows):
+        return None, "all-zero %s rows (degenerate sample)" % kind
+    return rows, ""

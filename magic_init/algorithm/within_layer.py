@@ -12,7 +12,10 @@ divided by the layer's root-mean-square σ_L = (mean_i σ(i)²)^(1/2) instead (b
 the layer's outputs have unit variance on average and the drawn rows keep their relative norms
 (the paper's Alg. 1 is per channel, the default). A layer whose per-channel statistics rest on
 fewer than ``MIN_VALUES_PER_CHANNEL`` values (a fully connected layer on a sample of a few images)
-is normalized as a whole either way. The cached z_k is corrected by the
+is normalized as a whole either way. A layer without a bias blob cannot be centered at β: its rows
+are negated where that makes the mean output non-negative (W(i, :) ← −W(i, :) where μ(i) < 0; the
+sign of a k-means, PCA or gaussian row is arbitrary), so that a ReLU above it does not start dead
+(MobileNet with k-means: 22 layers with dead channels otherwise). The cached z_k is corrected by the
 same affine map, so the sample is forwarded through every layer exactly once.
 
 Data-driven inits (PCA, ZCA, k-means, random patches) apply to convolutions; fully connected
@@ -159,7 +162,7 @@ class WithinLayer:
     """Algorithm 1 as a pass: ``WithinLayer(init='kmeans', beta=0.1)(net, runner) -> [layer reports]``."""
 
     def __init__(self, init="gaussian", beta=0.1, layers=None, seed=0,
-                 max_patches=10000, max_patch_mb=256, data_driven_fc=False, dropout=True,
+                 max_patches=10000, max_patch_mb=1024, data_driven_fc=False, dropout=True,
                  whitening_eps=weight_init.WHITENING_EPS, normalize="channel"):
         check_init(init)
         check_normalize(normalize)
@@ -221,6 +224,12 @@ class WithinLayer:
             log.info("layer '%s': %d values per channel on the sample: normalized as a whole (one σ)",
                      name, int(state["sums"][0]))
         scale, bias, dead = normalize_rows(mean, std, self.beta, unit)
+        if len(blobs) == 1:        # no bias to center with: turn each row so that its mean output is ≥ 0
+            flipped = (mean < 0) & ~dead
+            scale = np.where(flipped, -scale, scale)
+            if flipped.any():
+                log.info("layer '%s' has no bias: %d row(s) negated so that their mean output is not below 0",
+                         name, int(flipped.sum()))
         group = netinfo.group_count(net, name)
         rows = output_view(kind, blobs[0].data, group)
         set_output_rows(kind, blobs[0].data, rows * scale[:, None].astype(np.float32), group)
@@ -254,7 +263,9 @@ class WithinLayer:
         """Fill W of layer ``index`` (gaussian or data-driven); returns (init used, why gaussian).
 
         Fully connected layers get gaussian rows by design unless ``data_driven_fc``; a data-driven
-        init that cannot run (Deconvolution, fewer sample rows than outputs) falls back to gaussian."""
+        init that cannot run (Deconvolution, fewer sample rows than outputs, constant patches) falls
+        back to gaussian, for the whole layer or for the groups of a grouped convolution it cannot
+        serve (logged as a warning, and said in the report's reason)."""
         name, kind = net.layer_names[index], net.layer_types[index]
         weight = net.params[name][0].data
         if self.init == "gaussian":
@@ -265,17 +276,23 @@ class WithinLayer:
             return "gaussian", "fully connected (data-driven inits on convolutions only; --data-driven-fc)"
         if kind == "Deconvolution":
             reason = "no data-driven init for Deconvolution"
+            log.info("layer '%s': %s; falling back to gaussian", name, reason)
         else:
             rows, reason = self.data_driven_rows(net, runner, index)
             if rows is not None:
                 weight[...] = rows.reshape(weight.shape)
-                return self.init, ""
-        log.info("layer '%s': %s; falling back to gaussian", name, reason)
+                return self.init, reason
+            log.warning("layer '%s': %s init impossible: %s; falling back to gaussian", name, self.init, reason)
         weight[...] = weight_init.gaussian(weight.shape, self.rng)
         return "gaussian", reason
 
     def data_driven_rows(self, net, runner, index):
-        """Weight rows (outputs × inputs) from the layer's input patches, or (None, why not)."""
+        """Weight rows (outputs × inputs) from the layer's input patches, or (None, why not).
+
+        A grouped convolution is initialized group by group from its own input channels' patches
+        (a depthwise 3x3 one: 9-dimensional patches, one group per channel). A group whose patches
+        cannot drive the init (``weight_init.sample_problem``) gets gaussian rows: then the rows come
+        with the reason (which groups, why); when no group can, (None, why)."""
         name, kind = net.layer_names[index], net.layer_types[index]
         weight = net.params[name][0].data
         bottom = net.bottom_names[name][0]
@@ -295,5 +312,26 @@ class WithinLayer:
             per_group = outputs // geometry.group
         if len(groups[0]) < per_group:
             return None, "%d sample rows for %d outputs (too few samples)" % (len(groups[0]), per_group)
-        rows = [weight_init.data_driven(self.init, g, per_group, self.rng, self.whitening_eps) for g in groups]
-        return np.concatenate(rows), ""
+        rows, failed = [], {}
+        for g, group_patches in enumerate(groups):
+            drawn, problem = weight_init.data_driven_or_reason(self.init, group_patches, per_group, self.rng,
+                                                               self.whitening_eps)
+            if drawn is None:
+                failed.setdefault(problem, []).append(g)
+                drawn = weight_init.gaussian((per_group, group_patches.shape[1]), self.rng)
+            rows.append(drawn)
+        if not failed:
+            return np.concatenate(rows), ""
+        reason = "; ".join(_failed_groups(g, len(groups), problem) for problem, g in failed.items())
+        if sum(len(g) for g in failed.values()) == len(groups):
+            return None, reason
+        log.warning("layer '%s': %s; gaussian rows for those groups", name, reason)
+        return np.concatenate(rows), reason + " (gaussian rows there)"
+
+
+def _failed_groups(groups, count, problem):
+    """'group(s) 0, 3 of 8: problem' (the first few group indices), or the problem alone when ``count`` is 1."""
+    if count == 1:
+        return problem
+    shown = ", ".join(str(g) for g in groups[:8]) + (", ..." if len(groups) > 8 else "")
+    return "%d of %d groups (%s): %s" % (len(groups), count, shown, problem)

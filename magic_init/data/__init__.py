@@ -18,14 +18,15 @@ from __future__ import annotations
 
 from magic_init.data.layer import DATA_LAYER_TYPES, source_from_layer
 from magic_init.data.resize import resize_linear
-from magic_init.data.select import choose_source, find_data_layer
+from magic_init.data.select import choose_source, data_channels, find_data_layer
 from magic_init.data.sample import DEFAULT_NUM_IMAGES, Batch, Sample, SampleReader, load_sample
-from magic_init.data.sources import (ImageFiles, LmdbDatums, find_images, glob_images, open_source,
+from magic_init.data.sources import (ImageFiles, LmdbDatums, find_images, glob_images, image_channels, open_source,
                                      parse_image_list,
                                      read_image_list)
 from magic_init.data.transform import IMAGENET_MEAN_BGR, Transform, read_mean_image
 
-__all__ = ["choose_source", "find_data_layer", "DATA_LAYER_TYPES", "DEFAULT_NUM_IMAGES", "IMAGENET_MEAN_BGR", "Batch", "ImageFiles",
-           "LmdbDatums", "Sample", "SampleReader", "Transform", "find_images", "glob_images",
+__all__ = ["choose_source", "data_channels", "find_data_layer", "DATA_LAYER_TYPES", "DEFAULT_NUM_IMAGES",
+           "IMAGENET_MEAN_BGR", "Batch", "ImageFiles",
+           "LmdbDatums", "Sample", "SampleReader", "Transform", "find_images", "glob_images", "image_channels",
            "load_sample", "open_source", "parse_image_list", "read_image_list", "read_mean_image", "resize_linear",
            "source_from_layer"]

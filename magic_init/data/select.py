@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from magic_init.data.layer import DATA_LAYER_TYPES, source_from_layer
-from magic_init.data.sources import LmdbDatums, open_source
+from magic_init.data.sources import LmdbDatums, image_channels, open_source
 from magic_init.data.transform import Transform
 from magic_init.errors import DataError
 
@@ -27,6 +27,23 @@ def choose_source(data=None, net_param=None, input_shape=None, root=None, mean=N
                             "ImageData/Data layer to the prototxt")
         source, transform = source_from_layer(layer, base_dir=base_dir, phase=phase)
     return source, transform.with_options(mean=mean, scale=scale, size=size)
+
+
+def data_channels(data=None, layer=None, root=None, base_dir=None, phase="test"):
+    """The channel count the sample data gives ``layer`` (``image_channels``), or None if unknown.
+
+    ``data`` (a ``--data`` spec) when given, else ``layer``'s own source (ImageData list, Data
+    LMDB). None when there is none or it cannot be opened (the sample's reader reports that)."""
+    try:
+        if data is not None:
+            source = open_source(os.fspath(data), root=root)
+        elif layer is not None and layer.type in DATA_LAYER_TYPES:
+            source, _ = source_from_layer(layer, base_dir=base_dir, phase=phase)
+        else:
+            return None
+        return image_channels(source)
+    except DataError:
+        return None
 
 
 def _from_spec(data, root, input_shape):

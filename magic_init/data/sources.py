@@ -124,10 +124,13 @@ class LmdbDatums:
     def item_name(self, i: int) -> str:
         return "%s[%s]" % (self.name, self._keys[i].decode("utf-8", "replace"))
 
-    def read(self, i: int):
+    def value(self, i: int) -> bytes:
+        """The serialized Datum of item ``i``."""
         with self._env.begin() as txn:
-            value = txn.get(self._keys[i])
-        return datum_to_image(value, self.is_color)
+            return txn.get(self._keys[i])
+
+    def read(self, i: int):
+        return datum_to_image(self.value(i), self.is_color)
 
 
 def datum_to_image(value: bytes, is_color: bool | None = None):
@@ -149,6 +152,43 @@ def datum_to_image(value: bytes, is_color: bool | None = None):
     if pixels.size != int(np.prod(shape)) or pixels.size == 0:
         raise UnreadableImage("Datum has %d values for shape %s" % (pixels.size, shape))
     return np.ascontiguousarray(pixels.reshape(shape).transpose(1, 2, 0)), label
+
+
+def image_channels(source, count: int = 16):
+    """The channel count ``source``'s images give a data layer that leaves it to the data, or None
+    when none of its first items can be read.
+
+    A raw (not encoded) Datum of an LMDB gives its own ``channels`` (the first readable one decides:
+    ``convert_imageset`` writes them all alike). Image files and encoded Datums are decoded with
+    their own channels: 1 when the first ``count`` readable ones (in source order) are all
+    grayscale, else 3 (a colour image is read as BGR, as Caffe's ``is_color: true`` does)."""
+    seen = 0
+    for i in range(len(source)):
+        try:
+            channels, raw = _native_channels(source, i)
+        except UnreadableImage:
+            continue
+        if raw or channels != 1:
+            return channels if raw else 3
+        seen += 1
+        if seen == count:
+            break
+    return 1 if seen else None
+
+
+def _native_channels(source, i: int):
+    """(channels of item ``i`` decoded natively, whether it is a raw Datum)."""
+    if isinstance(source, LmdbDatums):
+        from magic_init.proto import caffe_pb2
+        datum = caffe_pb2.Datum()
+        try:
+            datum.ParseFromString(source.value(i))
+        except Exception as e:
+            raise UnreadableImage("not a Datum (%s)" % e) from None
+        if not datum.encoded:
+            return int(datum.channels), True
+        return decode_image(datum.data, None).shape[2], False
+    return read_image(source.item_name(i), None).shape[2], False
 
 
 def open_source(spec, root: str | None = None, is_color: bool = True):

@@ -151,7 +151,7 @@ def test_a_crop_of_the_spatial_axes_passes_a_scale_and_one_of_the_channels_block
     spatial, channels = ScaleGraph(crop_net(4), 3), ScaleGraph(crop_net(3), 3)
     assert spatial.columns["b"].tolist() == [0] * 4 and not spatial.pinned(0)
     assert channels.columns["b"].tolist() == [-1] * 3
-    assert channels.held_reasons()["a"] == "scale cannot pass layer 'crop' (Crop, not known to be homogeneous)"
+    assert channels.held_reasons()["a"] == "scale cannot pass layer 'crop' (Crop, changes the number of channels)"
 
 
 def two_head_net():

@@ -64,3 +64,18 @@ def test_sampled_patches_do_not_depend_on_the_batching():
         for a, b in zip(whole, split):
             np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(whole[1], patches.conv_patches(x, geometry, 50, np.random.default_rng(3))[1])
+
+
+def test_depthwise_patches_are_one_channel_per_group():
+    """Depthwise 3x3 (group = channels): one 9-dim patch matrix per channel, matching a direct conv."""
+    rng = np.random.default_rng(1)
+    geometry = ConvGeometry(kernel=(3, 3), pad=(1, 1), stride=(1, 1), dilation=(1, 1), group=5)
+    x = rng.standard_normal((2, 5, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((5, 1, 3, 3)).astype(np.float32)
+    count = 20
+    groups = patches.conv_patches(x, geometry, count, np.random.default_rng(4))
+    images, ys, xs = patches.sample_locations(2, 6, 6, count, np.random.default_rng(4))
+    assert len(groups) == 5 and all(g.shape == (count, 9) for g in groups)
+    for n in range(count):
+        got = [w[g, 0].ravel().dot(groups[g][n]) for g in range(5)]
+        np.testing.assert_allclose(got, direct_conv_at(x, w, geometry, images[n], ys[n], xs[n]), rtol=1e-5, atol=1e-5)

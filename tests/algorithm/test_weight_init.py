@@ -1,6 +1,8 @@
 """Pure-function tests of magic_init.algorithm.weight_init (paper §3.3)."""
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -90,3 +92,140 @@ def test_a_bad_rate_definition_is_rejected_before_any_pass():
     """BetweenLayer checks its rate when built, not after a forward+backward pass."""
     with pytest.raises(ValueError, match="gradient, eq4"):
         BetweenLayer(rate="grad")
+
+
+# --- small and degenerate samples: depthwise groups (9-dim patches, 1 output), constant patches ---
+
+KINDS = ["pca", "zca", "kmeans", "rand"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("m", [1, 9, 16])
+def test_depthwise_sized_groups_give_finite_rows(kind, m):
+    """A 3x3 depthwise group: 9-dim patches; one output (depthwise), as many as dimensions, or more
+    (a channel multiplier of 16): finite, nonzero rows of shape m × 9."""
+    x = np.maximum(correlated_patches(n=300, d=9) - 5, 0)            # post-ReLU-like
+    w, reason = weight_init.data_driven_or_reason(kind, x, m, np.random.default_rng(0))
+    assert reason == "" and w.shape == (m, 9) and np.all(np.isfinite(w)) and np.all(np.any(w, axis=1))
+
+
+def test_randomized_eigen_is_not_used_when_the_oversampled_basis_exceeds_d():
+    """d = 9, rank 2: the randomized subspace would have 18 columns in 9 dimensions (not a basis);
+    the exact decomposition is used, so the whitened patches are exactly white."""
+    x = correlated_patches(n=2000, d=9)
+    _, values, vectors = weight_init.whitening(x, eps=0, rank=2)
+    np.testing.assert_allclose(vectors.T.dot(vectors), np.eye(len(values)), atol=1e-8)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_constant_patches_are_refused_with_a_reason(kind):
+    x = np.full((100, 9), 3.0, np.float32)
+    w, reason = weight_init.data_driven_or_reason(kind, x, 1, np.random.default_rng(0))
+    assert w is None and "zero-variance" in reason
+    assert weight_init.data_driven(kind, np.zeros((100, 9), np.float32), 1, np.random.default_rng(0)) is None
+    with pytest.raises(weight_init.DegenerateSample, match="zero-variance"):
+        weight_init.whitening(np.zeros((100, 9), np.float32))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_more_outputs_than_patches_is_refused_not_a_crash(kind):
+    w, reason = weight_init.data_driven_or_reason(kind, correlated_patches(n=5, d=9), 8, np.random.default_rng(0))
+    assert w is None and "too few" in reason
+
+
+def test_rank_one_patches_still_give_rows():
+    """A sample spanning one direction (rank-deficient covariance, nonzero variance) is whitened
+    along that direction: finite rows, no fallback."""
+    rng = np.random.default_rng(0)
+    x = np.outer(rng.standard_normal(200), np.arange(1.0, 10.0)).astype(np.float32) + 2
+    for kind in KINDS:
+        w, reason = weight_init.data_driven_or_reason(kind, x, 4, np.random.default_rng(0))
+        assert reason == "" and np.all(np.isfinite(w))
+
+
+DEPTHWISE_NET = """
+input: "data"
+input_shape { dim: 8 dim: 3 dim: 12 dim: 12 }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 8 kernel_size: 3 pad: %(pad)d } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "dw" type: "Convolution" bottom: "conv1" top: "dw"
+        convolution_param { num_output: 8 group: 8 kernel_size: 3 pad: %(pad)d } }
+layer { name: "relu2" type: "ReLU" bottom: "dw" top: "dw" }
+layer { name: "pw" type: "Convolution" bottom: "dw" top: "pw" convolution_param { num_output: 4 kernel_size: 1 } }
+"""
+
+
+def depthwise_net(pad=1):
+    pytest.importorskip("torch")
+    from magic_init.engine import Net
+    from magic_init.io.prototxt import parse_prototxt
+    return Net(parse_prototxt(DEPTHWISE_NET % {"pad": pad}), seed=0)
+
+
+def layer_moments(net, x, top):
+    """Per-channel (mean, std) of ``top`` (a pre-ReLU output: relu layers write in place, so the
+    forward stops before them) over the sample, 8 images at a time."""
+    from magic_init.algorithm.within_layer import accumulate_channels, channel_moments
+    sums = None
+    for i in range(0, len(x), 8):
+        net.blobs["data"].data[...] = x[i:i + 8]
+        net.forward(end=top)
+        sums = accumulate_channels(net.blobs[top].data, sums)
+    return channel_moments(sums)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_depthwise_convolution_gets_data_driven_rows_and_normalized_outputs(kind):
+    """conv(3->8) -> relu -> depthwise conv(8->8, group 8, 3x3) -> relu -> conv 1x1: every layer is
+    initialized by ``kind`` (the depthwise one group by group from 9-dim patches) and its outputs
+    have mean β and std 1 per channel on the sample."""
+    from magic_init.algorithm.runner import SampleRunner
+    net = depthwise_net()
+    x = (np.random.default_rng(1).standard_normal((16, 3, 12, 12)) * 5 + 2).astype(np.float32)
+    reports = WithinLayer(init=kind, beta=0.1)(net, SampleRunner(net, x, 8))
+    assert [(r["layer"], r["init"], r["reason"]) for r in reports] == [(n, kind, "") for n in ("conv1", "dw", "pw")]
+    for name in ("conv1", "dw", "pw"):
+        assert all(np.all(np.isfinite(b.data)) for b in net.params[name])
+        mean, std = layer_moments(net, x, name)
+        np.testing.assert_allclose(mean, 0.1, atol=0.02)
+        np.testing.assert_allclose(std, 1, atol=0.02)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_constant_images_fall_back_to_gaussian_with_a_warning_and_no_nan(kind, caplog):
+    """Constant images and no padding: every patch of every layer is the same (with padding, the border
+    patches would differ). Each layer falls back
+    to gaussian rows (warning naming it and why), no NaN, outputs at β."""
+    from magic_init.algorithm.runner import SampleRunner
+    net = depthwise_net(pad=0)
+    x = np.full((16, 3, 12, 12), 3.0, np.float32)
+    with caplog.at_level(logging.WARNING, logger="magic_init"):
+        reports = WithinLayer(init=kind, beta=0.1)(net, SampleRunner(net, x, 8))
+    for report in reports:
+        assert report["init"] == "gaussian" and "zero-variance" in report["reason"]
+        assert any(r.levelname == "WARNING" and "'%s'" % report["layer"] in r.getMessage()
+                   and "zero-variance" in r.getMessage() for r in caplog.records)
+    for blobs in net.params.values():
+        assert all(np.all(np.isfinite(b.data)) for b in blobs)
+    for name in ("conv1", "dw", "pw"):
+        np.testing.assert_allclose(layer_moments(net, x, name)[0], 0.1, atol=1e-4)
+
+
+def test_a_constant_group_alone_gets_gaussian_rows(caplog):
+    """A depthwise layer on the images, whose channel 0 is constant: group 0 falls back to gaussian
+    rows (warned, in the reason), groups 1 and 2 get k-means rows."""
+    pytest.importorskip("torch")
+    from magic_init.algorithm.runner import SampleRunner
+    from magic_init.engine import Net
+    from magic_init.io.prototxt import parse_prototxt
+    net = Net(parse_prototxt('input: "data" input_shape { dim: 8 dim: 3 dim: 12 dim: 12 }\n'
+                             'layer { name: "dw" type: "Convolution" bottom: "data" top: "dw" '
+                             'convolution_param { num_output: 3 group: 3 kernel_size: 3 } }'), seed=0)
+    x = np.random.default_rng(2).standard_normal((16, 3, 12, 12)).astype(np.float32)
+    x[:, 0] = 7
+    with caplog.at_level(logging.WARNING, logger="magic_init"):
+        report, = WithinLayer(init="kmeans")(net, SampleRunner(net, x, 8))
+    assert report["init"] == "kmeans" and "1 of 3 groups (0): zero-variance" in report["reason"]
+    assert "layer 'dw': 1 of 3 groups" in caplog.text
+    assert np.all(np.isfinite(net.params["dw"][0].data))

@@ -78,6 +78,27 @@ def test_a_layer_with_few_values_per_channel_is_normalized_as_a_whole():
         assert np.mean(std ** 2) == pytest.approx(1, abs=0.03) and std.std() > 0.05
 
 
+@pytest.mark.parametrize("init", ["gaussian", "kmeans"])
+def test_a_layer_without_bias_has_rows_turned_to_a_non_negative_mean_output(init):
+    """No bias to center with: a row whose mean output is negative is negated (its ReLU is not dead)."""
+    pytest.importorskip("torch")
+    from magic_init.engine import Net
+    from magic_init.io import parse_prototxt
+    param = parse_prototxt("""
+    layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 8 dim: 3 dim: 12 dim: 12 } } }
+    layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+            convolution_param { num_output: 16 kernel_size: 3 bias_term: false } }
+    layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+    layer { name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2"
+            convolution_param { num_output: 16 kernel_size: 3 bias_term: false } }""")
+    net, x = Net(param, seed=0), sample() + 3
+    WithinLayer(init=init, beta=BETA)(net, SampleRunner(net, x, 8))
+    for layer in ("conv1", "conv2"):
+        mean, std = channel_stats(net, x, layer)
+        assert (mean >= -1e-4).all(), (layer, mean)
+        np.testing.assert_allclose(std, 1, atol=0.02)
+
+
 def test_each_layer_runs_once_per_batch():
     net, x = small_convnet(), sample()
     runs = []

@@ -161,7 +161,7 @@ def _rows_and_labels(layer, bottoms):
     x = bottoms[0]
     flat = x.reshape(x.shape[0], -1)
     labels = bottoms[1].detach().reshape(-1)[:x.shape[0]].long()
-    if labels.numel() and (labels.min() < 0 or labels.max() >= flat.shape[1]):
+    if labels.numel() and not labels.is_meta and (labels.min() < 0 or labels.max() >= flat.shape[1]):
         raise NetDefinitionError("%s: label out of range [0, %d)" % (layer.where(), flat.shape[1]))
     return flat, labels
 

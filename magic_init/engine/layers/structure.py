@@ -377,7 +377,7 @@ class Embed(Layer):
 
     def forward(self, bottoms, params):
         index = bottoms[0].detach().long()
-        if index.numel() and (index.min() < 0 or index.max() >= self.param.embed_param.input_dim):
+        if index.numel() and not index.is_meta and (index.min() < 0 or index.max() >= self.param.embed_param.input_dim):
             raise NetDefinitionError("%s: index out of range [0, %d)"
                                      % (self.where(), self.param.embed_param.input_dim))
         y = params[0][index]

@@ -162,16 +162,21 @@ def start_loss(record, path, num_images, batch_size):
     record["start_loss"] = common.last_json_line(result["stdout"]) or {}
 
 
-def caffe_prototxt(path, size, batch_size, folder):
-    """The prototxt real Caffe gets: the published one, or (data layers) the instantiated one."""
+def caffe_prototxt(path, size, batch_size, folder, model_path):
+    """The prototxt real Caffe gets: the published one, or (data layers) the instantiated one; where
+    ``--size`` changed a layer's weights, the prototxt the run wrote beside the model instead."""
     import magic_init
     from magic_init import layer_facts, load, netgraph
     from google.protobuf import text_format
 
+    if size is not None:
+        fitting = Path(model_path).with_suffix(".size%dx%d.prototxt" % (size, size))
+        path = fitting if fitting.exists() else path
     model = magic_init.read_model(str(path))
     if not any(layer_facts.is_data_layer(layer) for layer in model.net.layer):
         target = Path(folder) / path.name
-        shutil.copyfile(path, target)
+        if Path(path).resolve() != target.resolve():
+            shutil.copyfile(path, target)
         return target
     size = None if size is None else (size, size)
     shapes = load._input_shapes(model, 1, size)
@@ -247,7 +252,7 @@ def main(argv=None):
             size = size_for(path.stem, args.small)
             record = run_net(path, work, args.num_images, args.batch_size, size, args.timeout)
             if record["model"]:
-                record["caffe_prototxt"] = str(caffe_prototxt(path, size, args.batch_size, work))
+                record["caffe_prototxt"] = str(caffe_prototxt(path, size, args.batch_size, work, record["model"]))
                 start_loss(record, path, args.num_images, args.batch_size)
                 if not args.no_caffe:
                     check_in_caffe(record)

@@ -3,8 +3,9 @@ and without numpy, so that the CLI's --help reads them without importing the alg
 
 - INIT_KINDS: weight inits before Algorithm 1 (paper §3.3); DATA_DRIVEN_KINDS need the layer's
   input patches, "gaussian" does not.
-- NORMALIZE_UNITS: Algorithm 1 divides by each channel's σ ("channel", the paper's Alg. 1) or by
-  the layer's root-mean-square σ ("layer": the drawn rows keep their relative norms).
+- NORMALIZE_UNITS: Algorithm 1 divides by each channel's σ ("channel", the paper's Alg. 1), by
+  the layer's root-mean-square σ ("layer": the drawn rows keep their relative norms), or per layer
+  for convolutions and per channel for fully connected layers ("conv-layer").
 - RATE_DEFINITIONS: the change rate Algorithm 2 equalizes ("gradient": from the measured weight
   gradients, Eq. 3; "eq4": the paper's factorized Eq. 4).
 """
@@ -14,7 +15,7 @@ INIT_KINDS = ("gaussian", "pca", "zca", "kmeans", "rand")
 DATA_DRIVEN_KINDS = ("pca", "zca", "kmeans", "rand")
 RATE_DEFINITIONS = ("gradient", "eq4")
 #: What Algorithm 1 scales to unit variance: each output channel (the paper) or the layer as a whole.
-NORMALIZE_UNITS = ("channel", "layer")
+NORMALIZE_UNITS = ("channel", "layer", "conv-layer")
 
 
 def check_init(kind, allowed=INIT_KINDS):

@@ -243,15 +243,16 @@ def cli():
 @click.option("--rate", "rate", type=click.Choice(RATE_DEFINITIONS), default="gradient", show_default=True,
               help="Change rate Algorithm 2 equalizes: 'gradient' from the measured weight gradients (Eq. 3, "
                    "as the original's measure_stat), 'eq4' from the paper's factorized Eq. 4.")
-@click.option("--data-driven-fc", is_flag=True,
+@click.option("--data-driven-fc", is_flag=True, default=False,
               help="Apply pca/zca/kmeans/rand to fully connected layers too (default: convolutions only, "
                    "gaussian rows for fully connected layers, as in the paper's §3.3).")
 @click.option("--whitening-eps", default=1e-3, show_default=True, type=FiniteFloat(0, closed=False),
               help="Whitening regularization of pca/zca/kmeans/rand: ε added to the patch covariance's "
                    "eigenvalues, relative to their mean (larger: smoother filters).")
 @click.option("--normalize", type=click.Choice(NORMALIZE_UNITS), default="channel", show_default=True,
-              help="What Algorithm 1 scales to unit variance: each output channel (the paper's Alg. 1) or "
-                   "the layer as a whole (one factor per layer: the drawn rows keep their relative norms).")
+              help="What Algorithm 1 scales to unit variance: each output channel (the paper's Alg. 1), "
+                   "the layer as a whole (one factor per layer: the drawn rows keep their relative norms), "
+                   "or the layer for convolutions and each channel for fully connected layers (conv-layer).")
 @click.option("--stats-dropout/--no-stats-dropout", default=True, show_default=True,
               help="Algorithm 1 normalizes each layer's outputs with Dropout active, as training runs "
                    "(the original tool's TRAIN-phase statistics); --no-stats-dropout: deterministic "

@@ -10,7 +10,8 @@ per-output-channel mean μ(i) and standard deviation σ(i) over images and posit
 so that z_k(i) has mean β and unit variance on the sample. With ``normalize="layer"`` every row is
 divided by the layer's root-mean-square σ_L = (mean_i σ(i)²)^(1/2) instead (b_k(i) ← β − μ(i)/σ_L):
 the layer's outputs have unit variance on average and the drawn rows keep their relative norms
-(the paper's Alg. 1 is per channel, the default). A layer whose per-channel statistics rest on
+(the paper's Alg. 1 is per channel, the default; ``"conv-layer"``: per layer for convolutions, per
+channel for fully connected layers). A layer whose per-channel statistics rest on
 fewer than ``MIN_VALUES_PER_CHANNEL`` values (a fully connected layer on a sample of a few images)
 is normalized as a whole either way. A layer without a bias blob cannot be centered at β: its rows
 are negated where that makes the mean output non-negative (W(i, :) ← −W(i, :) where μ(i) < 0; the
@@ -219,6 +220,8 @@ class WithinLayer:
         if weights_from is not None:
             return self._center_shared(net, runner, name, mean, own_bias, weights_from)
         unit = self.normalize
+        if unit == "conv-layer":
+            unit = "channel" if kind == "InnerProduct" else "layer"
         if state["sums"][0] < MIN_VALUES_PER_CHANNEL and unit == "channel":
             unit = "layer"
             log.info("layer '%s': %d values per channel on the sample: normalized as a whole (one σ)",

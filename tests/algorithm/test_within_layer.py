@@ -65,6 +65,16 @@ def test_layer_normalization_gives_unit_mean_variance_and_keeps_relative_row_nor
         WithinLayer(normalize="unit")
 
 
+def test_conv_layer_normalization_is_per_layer_for_convolutions_and_per_channel_for_fc():
+    net, x = small_convnet(), sample()
+    WithinLayer(init="gaussian", beta=BETA, normalize="conv-layer")(net, SampleRunner(net, x, 8))
+    for layer in ("conv1", "conv2"):
+        std = channel_stats(net, x, layer)[1]
+        assert np.mean(std ** 2) == pytest.approx(1, abs=0.03) and std.std() > 0.05
+    for layer in ("fc3", "fc4"):
+        np.testing.assert_allclose(channel_stats(net, x, layer)[1], 1, atol=0.02)
+
+
 def test_a_layer_with_few_values_per_channel_is_normalized_as_a_whole():
     """fc3/fc4 see one value per image: on 8 images their σ per channel is noise, so one σ per layer;
     the convolutions (8 images x positions) stay per channel."""

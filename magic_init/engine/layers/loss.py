@@ -82,9 +82,7 @@ class SoftmaxWithLoss(Layer):
 
     def forward(self, bottoms, params):
         x = bottoms[0]
-        axis = canonical_axis(self.param.softmax_param.axis, x.dim(), self.where())
-        outer, channels = int(np.prod(x.shape[:axis])), x.shape[axis]
-        inner = x.numel() // max(1, outer * channels)
+        axis, outer, channels, inner = _softmax_view(self, x, self.param.softmax_param.axis)
         log_prob = F.log_softmax(x, axis).reshape(outer, channels, inner)
         labels = bottoms[1].reshape(outer, inner).long()
         valid = _valid_mask(labels, self.param.loss_param)
@@ -147,6 +145,13 @@ class EuclideanLoss(Layer):
 def _floored(x, floor):
     """max(x, floor) whose gradient is 1 everywhere: Caffe's loss backward ignores its own floor."""
     return torch.clamp(x.detach(), min=floor) + (x - x.detach())
+
+
+def _softmax_view(layer, x, axis):
+    """(axis, outer, channels, inner): x viewed as outer x channels x inner around the softmax axis."""
+    axis = canonical_axis(axis, x.dim(), layer.where())
+    outer, channels = int(np.prod(x.shape[:axis])), x.shape[axis]
+    return axis, outer, channels, x.numel() // max(1, outer * channels)
 
 
 def _check_first_axis(layer, bottom_shapes):
@@ -234,9 +239,7 @@ class InfogainLoss(Layer):
 
     def forward(self, bottoms, params):
         x = bottoms[0]
-        axis = canonical_axis(self.param.infogain_loss_param.axis, x.dim(), self.where())
-        outer, channels = int(np.prod(x.shape[:axis])), x.shape[axis]
-        inner = x.numel() // max(1, outer * channels)
+        axis, outer, channels, inner = _softmax_view(self, x, self.param.infogain_loss_param.axis)
         matrix = bottoms[2].detach() if len(bottoms) > 2 else self.matrix.to(x.device, x.dtype)
         if matrix.numel() != channels * channels:
             raise NetDefinitionError("%s: the infogain matrix must have %d x %d entries, got %d"

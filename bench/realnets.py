@@ -50,7 +50,7 @@ SMALL_SIZE = {
     "bigan__alexnet_deploy": 67, "bvlc_alexnet__deploy": 67, "bvlc_rcnn_ilsvrc13__deploy": 67,
     "finetune_flickr_style__deploy": 67, "v0_bvlc2014__imagenet_deploy": 67,
     "v1_bvlc2014__imagenet_deploy": 67, "bvlc_reference_caffenet__train_val": 67,
-    "bvlc_googlenet__deploy": 224, "inception__deploy_inception-v2": 224,
+    "bvlc_googlenet__deploy": 224, "inception__deploy_inception-v2": 231,
     "inception__deploy_inception-v3": 299, "resnet__ResNet-50-deploy": 224,
     "resnet__ResNet-101-deploy": 224, "mobilenet__mobilenet_deploy": 224,
     "squeezenet__v1.0_deploy": 64, "squeezenet__v1.1_deploy": 64,

@@ -3,7 +3,7 @@
 cd "$(dirname "$0")/../../.."
 ORIG=${ORIG:?set ORIG to a snapshot of github philkr/magic_init}
 OMP_NUM_THREADS=1 python3 bench/train_few_labels.py --report-only --nets small,caffenet,vgg --schedules short,long --original $ORIG --out docs/results/train_suite \
- --arms caffe-gaussian,caffe-xavier,caffe-msra,orig-kmeans,orig-elwise,ours-gaussian,ours-kmeans,ours-gaussian-tp,ours-pca-tp,ours-kmeans-tp,ours-kmeans-sd,ours-gaussian-n320,ours-gaussian-beta0,ours-kmeans-old,ours-kmeans-fcgauss,ours-kmeans-ratedrop,ours-kmeans-eps01,ours-kmeans-eps1,ours-gaussian-testrates,ours-layer \
+ --arms caffe-gaussian,caffe-xavier,caffe-msra,orig-kmeans,orig-elwise,ours-gaussian,ours-kmeans,ours-gaussian-tp,ours-pca-tp,ours-kmeans-tp,ours-kmeans-sd,ours-gaussian-n320,ours-gaussian-beta0,ours-kmeans-old,ours-kmeans-fcgauss,ours-kmeans-ratedrop,ours-kmeans-eps01,ours-kmeans-eps1,ours-gaussian-testrates,ours-layer,ours-convlayer \
  --variant gaussian-tp="--init gaussian --no-stats-dropout" \
  --variant pca-tp="--init pca --no-stats-dropout" \
  --variant kmeans-tp="--init kmeans --no-stats-dropout" \
@@ -16,4 +16,5 @@ OMP_NUM_THREADS=1 python3 bench/train_few_labels.py --report-only --nets small,c
  --variant kmeans-eps01="--init kmeans --whitening-eps 0.1 --no-stats-dropout" \
  --variant kmeans-eps1="--init kmeans --whitening-eps 1 --no-stats-dropout" \
  --variant gaussian-testrates="--init gaussian --no-rate-dropout --no-stats-dropout" \
- --variant layer="--init gaussian --normalize layer"
+ --variant layer="--init gaussian --normalize layer" \
+ --variant convlayer="--init gaussian --normalize conv-layer"

@@ -140,19 +140,28 @@ def _guess_shapes(net_param, batch_size, size, data=None, root=None, base_dir=No
     ...), else what the data gives (``data_channels``: 1 for gray images or 1-channel Datums, else
     3), else 3 when there is no data to read (a Python layer without --data, a missing LMDB)."""
     shapes = {}
-    test = netgraph.filter_net(net_param, netgraph.net_state("test", net=net_param))
-    for layer in test.layer:
-        if not (layer_facts.is_data_layer(layer) and layer.top):
-            continue
-        try:
-            own = netgraph.data_layer_shapes(layer, {})[0]
-        except NetDefinitionError:
-            own = None
+    for layer in _test_data_layers(net_param):
+        own = _own_image_shape(layer)
         if (own is None and size is None) or (own is not None and len(own) != 4):
             continue
         height_width = tuple(size) if size is not None else tuple(own[2:])
         shapes[layer.top[0]] = (batch_size, data_channels(layer, data, root, base_dir)) + height_width
     return shapes
+
+
+def _test_data_layers(net_param):
+    """The data layers (with tops) of ``net_param``'s TEST phase."""
+    test = netgraph.filter_net(net_param, netgraph.net_state("test", net=net_param))
+    return [layer for layer in test.layer if layer_facts.is_data_layer(layer) and layer.top]
+
+
+def _own_image_shape(layer):
+    """The image shape data ``layer`` states itself (crop_size, new_height/new_width, ...), or None
+    when only its data knows it."""
+    try:
+        return netgraph.data_layer_shapes(layer, {})[0]
+    except NetDefinitionError:
+        return None
 
 
 def data_channels(layer, data=None, root=None, base_dir=None):
@@ -175,13 +184,10 @@ def _without_guessed_label_readers(net_param, size):
     A data layer without shapes of its own (a database or Python layer, run with ``size``) gets a
     guessed label shape (batch,), which is wrong for segmentation nets' (N, 1, H, W) labels; the
     algorithm never runs those layers (Algorithm 2 puts its random linear loss below them)."""
-    try:
-        instantiate(net_param, phase="test")
+    if size is None:
         return net_param
-    except NetDefinitionError:
-        if size is None:
-            return net_param
-    labels = {top for layer in net_param.layer if layer_facts.is_data_layer(layer) for top in layer.top[1:]}
+    labels = {top for layer in _test_data_layers(net_param) if _own_image_shape(layer) is None
+              for top in layer.top[1:]}
     kept = [layer for layer in net_param.layer
             if not (layer_facts.scale(layer.type) == layer_facts.STRIPS and labels & set(layer.bottom))]
     if len(kept) == len(net_param.layer):

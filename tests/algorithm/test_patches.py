@@ -24,21 +24,30 @@ def direct_conv_at(x, w, geometry, b, y, xo):
     return result
 
 
+def patches_checked_against_direct_conv(x, w, geometry, count, seed):
+    """conv_patches(x) at ``count`` sampled locations; each patch, times the filters of its group,
+    must give the direct convolution there. Returns the per-group patch matrices."""
+    groups = patches.conv_patches(x, geometry, count, np.random.default_rng(seed))
+    (kh, kw), (ph, pw), (sh, sw), (dh, dw) = geometry.kernel, geometry.pad, geometry.stride, geometry.dilation
+    images, ys, xs = patches.sample_locations(x.shape[0], conv_output_size(x.shape[2], kh, ph, sh, dh),
+                                              conv_output_size(x.shape[3], kw, pw, sw, dw), count,
+                                              np.random.default_rng(seed))
+    per_group = w.shape[0] // geometry.group
+    for n in range(count):
+        got = np.concatenate([w[g * per_group:(g + 1) * per_group].reshape(per_group, -1).dot(groups[g][n])
+                              for g in range(geometry.group)])
+        np.testing.assert_allclose(got, direct_conv_at(x, w, geometry, images[n], ys[n], xs[n]),
+                                   rtol=1e-5, atol=1e-5)
+    return groups
+
+
 def test_conv_patches_match_a_direct_convolution():
     rng = np.random.default_rng(0)
     geometry = ConvGeometry(kernel=(3, 2), pad=(2, 1), stride=(2, 3), dilation=(1, 2), group=2)
     x = rng.standard_normal((3, 4, 9, 11)).astype(np.float32)
     w = rng.standard_normal((6, 2, 3, 2)).astype(np.float32)
-    count = 25
-    groups = patches.conv_patches(x, geometry, count, np.random.default_rng(5))
-    images, ys, xs = patches.sample_locations(3, conv_output_size(9, 3, 2, 2, 1),
-                                              conv_output_size(11, 2, 1, 3, 2), count,
-                                              np.random.default_rng(5))
-    assert len(groups) == 2 and groups[0].shape == (count, 2 * 3 * 2)
-    for n in range(count):
-        expected = direct_conv_at(x, w, geometry, images[n], ys[n], xs[n])
-        got = np.concatenate([w[g * 3:(g + 1) * 3].reshape(3, -1).dot(groups[g][n]) for g in range(2)])
-        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    groups = patches_checked_against_direct_conv(x, w, geometry, 25, 5)
+    assert len(groups) == 2 and groups[0].shape == (25, 2 * 3 * 2)
 
 
 def test_vector_patches_flatten_from_axis():
@@ -72,10 +81,5 @@ def test_depthwise_patches_are_one_channel_per_group():
     geometry = ConvGeometry(kernel=(3, 3), pad=(1, 1), stride=(1, 1), dilation=(1, 1), group=5)
     x = rng.standard_normal((2, 5, 6, 6)).astype(np.float32)
     w = rng.standard_normal((5, 1, 3, 3)).astype(np.float32)
-    count = 20
-    groups = patches.conv_patches(x, geometry, count, np.random.default_rng(4))
-    images, ys, xs = patches.sample_locations(2, 6, 6, count, np.random.default_rng(4))
-    assert len(groups) == 5 and all(g.shape == (count, 9) for g in groups)
-    for n in range(count):
-        got = [w[g, 0].ravel().dot(groups[g][n]) for g in range(5)]
-        np.testing.assert_allclose(got, direct_conv_at(x, w, geometry, images[n], ys[n], xs[n]), rtol=1e-5, atol=1e-5)
+    groups = patches_checked_against_direct_conv(x, w, geometry, 20, 4)
+    assert len(groups) == 5 and all(g.shape == (20, 9) for g in groups)

@@ -68,13 +68,17 @@ def _valid_mask(labels, loss_param):
     return None
 
 
-@register("SoftmaxWithLoss")
-class SoftmaxWithLoss(Layer):
-    """L = -sum log(max(softmax(x)[label], FLT_MIN)) / normalizer over outer x inner positions
-    (softmax along ``softmax_param.axis``); optional second top: the probabilities."""
+class LossLayer(Layer):
+    """Caffe's LossLayer: its second bottom (the labels or targets) takes no forced gradient."""
 
     def allow_force_backward(self, bottom_index):
         return bottom_index != 1
+
+
+@register("SoftmaxWithLoss")
+class SoftmaxWithLoss(LossLayer):
+    """L = -sum log(max(softmax(x)[label], FLT_MIN)) / normalizer over outer x inner positions
+    (softmax along ``softmax_param.axis``); optional second top: the probabilities."""
 
     def output_shapes(self, bottom_shapes):
         check_label_count(self, bottom_shapes, self.param.softmax_param.axis)
@@ -100,14 +104,11 @@ class SoftmaxWithLoss(Layer):
 
 
 @register("SigmoidCrossEntropyLoss")
-class SigmoidCrossEntropyLoss(Layer):
+class SigmoidCrossEntropyLoss(LossLayer):
     """L = -sum [t log s(x) + (1 - t) log(1 - s(x))] / normalizer, computed stably from the
     logits x. The normalizer defaults to the batch size N, as in the Caffe 1.0 we test against
     (Debian's 1.0.0+git2018); BVLC master's later default is VALID. An explicit
     ``loss_param.normalization`` is honoured (VALID counts targets != ``ignore_label``)."""
-
-    def allow_force_backward(self, bottom_index):
-        return bottom_index != 1
 
     def output_shapes(self, bottom_shapes):
         check_same_count(self, bottom_shapes)
@@ -172,12 +173,9 @@ def _rows_and_labels(layer, bottoms):
 
 
 @register("HingeLoss")
-class HingeLoss(Layer):
+class HingeLoss(LossLayer):
     """L = sum_{n,k} max(0, 1 + s x_nk)^p / N with s = -1 for k = label_n, +1 otherwise;
     p = 1 (norm L1, default) or 2 (L2); x viewed as (N, count / N)."""
-
-    def allow_force_backward(self, bottom_index):
-        return bottom_index != 1
 
     def output_shapes(self, bottom_shapes):
         _check_first_axis(self, bottom_shapes)
@@ -193,12 +191,9 @@ class HingeLoss(Layer):
 
 
 @register("MultinomialLogisticLoss")
-class MultinomialLogisticLoss(Layer):
+class MultinomialLogisticLoss(LossLayer):
     """L = -sum_n log(max(p_n,label_n, 1e-20)) / N on probabilities p viewed as (N, count / N);
     Caffe's gradient -1 / (N max(p, 1e-20)) at the label, also below the floor."""
-
-    def allow_force_backward(self, bottom_index):
-        return bottom_index != 1
 
     def output_shapes(self, bottom_shapes):
         _check_first_axis(self, bottom_shapes)
@@ -214,7 +209,7 @@ class MultinomialLogisticLoss(Layer):
 
 
 @register("InfogainLoss")
-class InfogainLoss(Layer):
+class InfogainLoss(LossLayer):
     """L = -sum_{positions} sum_k H[label, k] log(max(softmax(x)_k, 1e-20)) / normalizer, softmax
     along ``infogain_loss_param.axis`` (default 1), as SoftmaxWithLoss (ignore_label, normalization,
     an optional second top with the probabilities). H (K x K) is the third bottom (no gradient), or
@@ -268,7 +263,7 @@ def _read_blob_proto(path, where):
 
 
 @register("ContrastiveLoss")
-class ContrastiveLoss(Layer):
+class ContrastiveLoss(LossLayer):
     """L = sum_n [y_n d_n^2 + (1 - y_n) max(margin - d_n, 0)^2] / 2N with d_n = ||a_n - b_n||,
     y_n = int(bottom[2]) != 0 (similar pair); ``legacy_version``: max(margin - d_n^2, 0) instead.
     Caffe's gradient of d is (a - b) / (d + 1e-4), reproduced here."""

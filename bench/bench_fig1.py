@@ -1,27 +1,29 @@
-"""Benchmark (issue 6.2): the paper's Fig. 1 on CaffeNet — per-layer change rate and its variation.
+"""Benchmark (issue 6.2, issue 12): the paper's Fig. 1 on CaffeNet, drawn by ``magic_init stats``.
 
-    python bench/bench_fig1.py [--json FILE] [--png FILE] [--init-images 160] [--measure-images 100]
+    python bench/bench_fig1.py [--photos out/bench-photos] [--init-images 128] [--measure-images 32]
+                               [--png docs/fig1_caffenet.png] [--json docs/results/fig1_caffenet.json]
 
-Six initializations of models/caffenet.prototxt, all on the built-in engine (CPU):
+Four initializations of models/caffenet.prototxt, all through the command line, built-in engine (CPU):
 
-* ``gaussian 0.01``: every affine weight N(0, 0.01²), biases 0;
-* ``caffe reference``: the prototxt's own fillers (CaffeNet's: N(0, 0.01²) convolutions and fc8,
-  N(0, 0.005²) fc6/fc7, biases 0 or 1 as the prototxt says);
-* ``xavier``: Caffe's XavierFiller, U(±sqrt(3/fan_in)), biases 0;
-* ``msra``: Caffe's MSRAFiller, N(0, 2/fan_in), biases 0 (fan_in = C_in/group·kh·kw, Caffe's rule);
-* ``ours (gaussian)`` and ``ours (k-means)``: ``magic_init.initialize`` (Alg. 1 + Alg. 2, defaults)
-  on the first ``--init-images`` photos.
+* ``gaussian_0.01.caffemodel``: every affine weight N(0, 0.01²), biases 0 (written here with
+  ``magic_init.engine.fillers``, Caffe's filler rules);
+* ``prototxt fillers``: Caffe's reference fillers, the prototxt's own (CaffeNet's: N(0, 0.01²)
+  convolutions and fc8, N(0, 0.005²) fc6/fc7, biases 0 or 1 as it says): ``stats --fillers``;
+* ``ours_gaussian.caffemodel`` and ``ours_kmeans.caffemodel``:
+  ``magic_init models/caffenet.prototxt OUT --data FIRST --init gaussian|kmeans`` (Alg. 1 + Alg. 2,
+  defaults) on the first ``--init-images`` photos.
 
-Each is measured with ``magic_init.measure_stat.measure`` on ``--measure-images`` *other* photos (the
-next ones in the same list, never seen by the init), TEST phase. The figure plots measure_stat's
-change rate (``orig_rate_mean``, the definition the paper's Fig. 1 and design §6 use) and its
-coefficient of variation over a layer's input channels (``orig_rate_cv``); the JSON also keeps
-the Eq. (4) rates (``rate_mean``/``rate_cv``). "spread" = max/min of a layer-mean over the 8 layers.
+Then one ``magic_init stats models/caffenet.prototxt --fillers --load ... --plot PNG --json JSON`` on
+the next ``--measure-images`` photos (never seen by the inits), seed 0: the PNG is the paper's Fig. 1
+(average change rate per layer, log scale; its coefficient of variation within each layer), in the
+primary, gradient definition of the change rate (``orig_rate_*``; the JSON also has Eq. (4)'s ``rate_*``).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,149 +36,82 @@ import common  # noqa: E402
 sys.path.insert(0, str(common.REPO))
 import magic_init  # noqa: E402
 from magic_init.engine.fillers import fill  # noqa: E402
-from magic_init.measure_stat import measure  # noqa: E402
+from magic_init.io import write_caffemodel  # noqa: E402
 from magic_init.proto import caffe_pb2  # noqa: E402
 
 MODEL = common.REPO / "models" / "caffenet.prototxt"
-AFFINE = ("Convolution", "InnerProduct", "Deconvolution")
-INITS = ["gaussian 0.01", "caffe reference", "xavier", "msra", "ours (gaussian)", "ours (k-means)"]
 
 
-def filler(kind, **fields):
-    """A FillerParameter of ``kind`` with ``fields`` set."""
-    param = caffe_pb2.FillerParameter(type=kind)
-    for key, value in fields.items():
-        setattr(param, key, value)
-    return param
-
-
-def layer_fillers(model):
-    """``{layer: (weight FillerParameter, bias FillerParameter)}`` from the prototxt's affine layers."""
-    found = {}
-    for layer in model.net.layer:
-        if layer.type in AFFINE:
-            params = layer.inner_product_param if layer.type == "InnerProduct" else layer.convolution_param
-            found[layer.name] = (params.weight_filler, params.bias_filler)
-    return found
-
-
-def apply_fillers(net, fillers_of, seed):
-    """Fill every affine layer's blobs: ``fillers_of(layer) -> (weight filler, bias filler)``."""
-    rng = np.random.default_rng(seed)
-    for name, blobs in net.params.items():
-        weight, bias = fillers_of(name)
-        blobs[0].data[...] = fill(weight, blobs[0].data.shape, rng, where=name)
-        if len(blobs) > 1:
-            blobs[1].data[...] = fill(bias, blobs[1].data.shape, rng, where=name)
-
-
-def initialize(kind, net, model, init_sample, seed):
-    """Set ``net``'s weights by initialization ``kind``; returns seconds spent."""
+def magic_init_cli(*args):
+    """Run ``python -m magic_init ARGS`` (this checkout); returns its stdout and the seconds it took."""
     began = time.perf_counter()
-    zero = filler("constant", value=0.0)
-    if kind == "gaussian 0.01":
-        apply_fillers(net, lambda name: (filler("gaussian", std=0.01), zero), seed)
-    elif kind == "caffe reference":
-        apply_fillers(net, layer_fillers(model).__getitem__, seed)
-    elif kind in ("xavier", "msra"):
-        apply_fillers(net, lambda name: (filler(kind), zero), seed)
-    else:
-        for blobs in net.params.values():
-            for blob in blobs:
-                blob.data[...] = 0
-        magic_init.initialize(net, init_sample, init="kmeans" if "k-means" in kind else "gaussian", seed=seed)
-    return time.perf_counter() - began
+    env = dict(os.environ, PYTHONPATH=str(common.REPO))
+    done = subprocess.run([sys.executable, "-m", "magic_init", *map(str, args)], env=env, check=True,
+                          stdout=subprocess.PIPE, text=True)
+    return done.stdout, time.perf_counter() - began
 
 
-def read_photos(net, model, listing, count):
-    """The preprocessed images of list file ``listing`` (paths relative to its folder), float32 NCHW."""
-    return magic_init.load_sample(net, model, data=str(listing), root=str(Path(listing).parent),
-                                  num_images=count).data
+def write_gaussian(path, std, seed):
+    """A caffemodel of CaffeNet with every affine weight N(0, std²) and every bias 0."""
+    model = magic_init.read_model(str(MODEL))
+    net = magic_init.build_net(model, backend="torch", batch_size=1)
+    rng = np.random.default_rng(seed)
+    gaussian = caffe_pb2.FillerParameter(type="gaussian", std=std)
+    weights = {name: [fill(gaussian, blobs[0].data.shape, rng, where=name)]
+               + [np.zeros(b.data.shape, np.float32) for b in blobs[1:]] for name, blobs in net.params.items()}
+    write_caffemodel(str(path), model.net, weights)
 
 
-def per_layer(stats):
-    """The statistics' per-layer numbers the figure uses (channel arrays dropped)."""
-    keys = ("rate_mean", "rate_cv", "orig_rate_mean", "orig_rate_cv", "act_mean", "act_std", "act_cv")
-    return [dict(layer=l["layer"], **{k: l.get(k) for k in keys}) for l in stats["layers"]]
-
-
-def plot(results, path):
-    """Two panels like the paper's Fig. 1: log-scale mean change rate, and its coefficient of variation."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for kind, entry in results.items():
-        layers = [l["layer"] for l in entry["layers"]]
-        x = np.arange(len(layers))
-        style = "-o" if kind.startswith("ours") else "--s"
-        left.semilogy(x, [l["orig_rate_mean"] for l in entry["layers"]], style, label=kind, markersize=4)
-        right.plot(x, [l["orig_rate_cv"] for l in entry["layers"]], style, label=kind, markersize=4)
-    for axis, title in ((left, "(a) average change rate (log scale)"),
-                        (right, "(b) coefficient of variation of the change rate")):
-        axis.set_xticks(x)
-        axis.set_xticklabels(layers)
-        axis.set_title(title)
-        axis.grid(True, which="both", alpha=0.3)
-    left.legend(fontsize=8)
-    fig.suptitle("CaffeNet, change rates on %d held-out photos (measure_stat definition)"
-                 % next(iter(results.values()))["measured_on"])
-    fig.tight_layout()
-    fig.savefig(str(path), dpi=110)
-
-
-def spread(values):
-    values = [v for v in values if v and v > 0]
-    return max(values) / min(values) if values else None
-
-
-def print_table(results):
-    layers = [l["layer"] for l in next(iter(results.values()))["layers"]]
+def print_table(stats):
+    layers = [l["layer"] for l in stats["models"][0]["layers"]]
     rows = []
-    for kind, entry in results.items():
+    for entry in stats["models"]:
         rates = [l["orig_rate_mean"] for l in entry["layers"]]
         cvs = [l["orig_rate_cv"] for l in entry["layers"]]
-        in_sample = entry.get("summary_on_init_sample", {}).get("orig_rate_spread")
-        rows.append([kind] + ["%.3g / %.2f" % (r, c) for r, c in zip(rates, cvs)]
-                    + ["%.3g" % spread(rates), "%.3g" % in_sample if in_sample else ""])
-    print("change rate (measure_stat) / its coefficient of variation, per layer")
-    print(common.format_table(["init"] + layers + ["spread", "spread on init sample"], rows))
+        rows.append([entry["model"]] + ["%.3g / %.2f" % (r, c) for r, c in zip(rates, cvs)]
+                    + ["%.3g" % entry["summary"]["orig_rate_spread"], "%.3g" % entry["summary"]["rate_spread"]])
+    print("change rate (gradient definition) / its coefficient of variation, per layer")
+    print(common.format_table(["model"] + layers + ["spread", "spread eq.4"], rows))
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--init-images", type=int, default=160)
-    parser.add_argument("--measure-images", type=int, default=100)
+    parser.add_argument("--photos", default=str(common.PHOTOS), help="folder with list.txt (160 photos)")
+    parser.add_argument("--init-images", type=int, default=128)
+    parser.add_argument("--measure-images", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--inits", default=",".join(INITS))
-    parser.add_argument("--json", default=str(common.REPO / "out" / "results" / "fig1.json"))
-    parser.add_argument("--png", default=str(common.REPO / "out" / "results" / "fig1.png"))
+    parser.add_argument("--work", default=str(common.REPO / "out" / "fig1"), help="folder for the caffemodels")
+    parser.add_argument("--json", default=str(common.REPO / "docs" / "results" / "fig1_caffenet.json"))
+    parser.add_argument("--png", default=str(common.REPO / "docs" / "fig1_caffenet.png"))
     args = parser.parse_args(argv)
-    photos = common.ensure_photos(args.init_images + args.measure_images)
+    photos = common.ensure_photos(args.init_images + args.measure_images, args.photos)
     init_list, measure_list = common.split_photos(photos, args.init_images, args.measure_images)
-    model = magic_init.read_model(str(MODEL))
-    net = magic_init.build_net(model, backend="torch", batch_size=16)
-    init_sample = read_photos(net, model, init_list, args.init_images)
-    held_out = read_photos(net, model, measure_list, args.measure_images)
-    results = {}
-    for kind in args.inits.split(","):
-        seconds = initialize(kind, net, model, init_sample, args.seed)
-        stats = measure(net, held_out, seed=args.seed + 100)
-        results[kind] = {"init_seconds": seconds, "measured_on": len(held_out), "layers": per_layer(stats),
-                         "summary": stats["summary"]}
-        if kind.startswith("ours"):
-            # the original's figures measure on the sample it initialized with: give that number too
-            results[kind]["summary_on_init_sample"] = measure(net, init_sample, seed=args.seed + 100)["summary"]
-        print("%s: init %.1f s, spread %.3g" % (kind, seconds, stats["summary"]["orig_rate_spread"]),
-              file=sys.stderr)
-    print_table(results)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    seconds = {}
+    gaussian = work / "gaussian_0.01.caffemodel"
+    write_gaussian(gaussian, 0.01, args.seed)
+    models = [gaussian]
+    for init in ("gaussian", "kmeans"):
+        out = work / ("ours_%s.caffemodel" % init)
+        _, seconds["ours_" + init] = magic_init_cli(
+            MODEL, out, "--data", init_list, "--num-images", args.init_images, "--init", init,
+            "--seed", args.seed, "--backend", "torch", "-q")
+        models.append(out)
+        print("%s: %.1f s" % (out.name, seconds["ours_" + init]), file=sys.stderr)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"machine": common.machine(), "model": "models/caffenet.prototxt",
-                                           "init_images": args.init_images, "seed": args.seed,
-                                           "measure_images": args.measure_images, "results": results}, indent=1))
-    plot(results, args.png)
+    Path(args.png).parent.mkdir(parents=True, exist_ok=True)
+    loads = [a for m in models for a in ("--load", m)]
+    _, seconds["stats"] = magic_init_cli(
+        "stats", MODEL, "--fillers", *loads, "--data", measure_list, "--num-images", args.measure_images,
+        "--seed", args.seed, "--backend", "torch", "--json", args.json, "--plot", args.png, "-q")
+    stats = json.loads(Path(args.json).read_text())
+    stats.update(bench={"machine": common.machine(), "model": "models/caffenet.prototxt",
+                        "init_images": args.init_images, "measure_images": args.measure_images,
+                        "seed": args.seed, "seconds": seconds})
+    Path(args.json).write_text(json.dumps(stats, indent=1, sort_keys=True, allow_nan=False))
+    print_table(stats)
+    print("wrote %s and %s (stats: %.1f s)" % (args.png, args.json, seconds["stats"]), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ and without numpy, so that the CLI's --help reads them without importing the alg
 - NORMALIZE_UNITS: Algorithm 1 divides by each channel's σ ("channel", the paper's Alg. 1), by
   the layer's root-mean-square σ ("layer": the drawn rows keep their relative norms), or per layer
   for convolutions and per channel for fully connected layers ("conv-layer").
+- RESCALE_FACTORS: what exact rescaling (``--load``) gives its own factor in Algorithm 2: each
+  convolution output channel ("channel") or each layer ("layer", the paper's).
 - RATE_DEFINITIONS: the change rate Algorithm 2 equalizes ("gradient": from the measured weight
   gradients, Eq. 3; "eq4": the paper's factorized Eq. 4).
 """
@@ -16,6 +18,7 @@ DATA_DRIVEN_KINDS = ("pca", "zca", "kmeans", "rand")
 RATE_DEFINITIONS = ("gradient", "eq4")
 #: What Algorithm 1 scales to unit variance: each output channel (the paper) or the layer as a whole.
 NORMALIZE_UNITS = ("channel", "layer", "conv-layer")
+RESCALE_FACTORS = ("channel", "layer")
 
 
 def check_init(kind, allowed=INIT_KINDS):
@@ -35,3 +38,9 @@ def check_normalize(unit):
     """Raise ValueError naming the valid units when ``unit`` is not one of NORMALIZE_UNITS."""
     if unit not in NORMALIZE_UNITS:
         raise ValueError("unknown normalization %r; choose one of %s" % (unit, ", ".join(NORMALIZE_UNITS)))
+
+
+def check_factors(unit):
+    """Raise ValueError naming the valid units when ``unit`` is not one of RESCALE_FACTORS."""
+    if unit not in RESCALE_FACTORS:
+        raise ValueError("unknown rescaling factors %r; choose one of %s" % (unit, ", ".join(RESCALE_FACTORS)))

@@ -16,11 +16,12 @@ import os
 import re
 import signal
 import sys
+import warnings
 
 import click
 
 from magic_init import __version__, resources
-from magic_init.choices import INIT_KINDS, NORMALIZE_UNITS, RATE_DEFINITIONS
+from magic_init.choices import INIT_KINDS, NORMALIZE_UNITS, RATE_DEFINITIONS, RESCALE_FACTORS
 from magic_init.errors import MagicInitError
 from magic_init.io import STDOUT, atomic_write, check_output, same_file
 
@@ -57,11 +58,13 @@ class FiniteFloat(click.ParamType):
 #: algorithm also uses seed + 1).
 MAX_SEED = 2 ** 31 - 2
 DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:\d+)?)$")
+DEVICE_FORMS = "cpu, cuda or cuda:N (N: the GPU's index, e.g. cuda:0)"
 
 
 def _device(ctx, param, value):
+    """``--device``: cpu, cuda or cuda:N; anything else is a usage error (exit 2) naming those forms."""
     if not DEVICE_PATTERN.match(value):
-        raise click.BadParameter("expected cpu, cuda or cuda:N, got %r" % value)
+        raise click.BadParameter("%r is not a device: use %s" % (value, DEVICE_FORMS))
     return value
 
 
@@ -95,12 +98,15 @@ def _common_options(func):
                      help="Seed for sampling and random inits."),
         click.option("--backend", type=click.Choice(("auto", "caffe", "torch")), default="auto", show_default=True,
                      help="pycaffe when it imports (auto), or force one."),
-        click.option("--device", default="cpu", show_default=True, callback=_device, help="cpu, cuda or cuda:N."),
+        click.option("--device", default="cpu", show_default=True, callback=_device, metavar="cpu|cuda|cuda:N",
+                     help="cpu, cuda or cuda:N (the N-th GPU)."),
         click.option("--rate-dropout/--no-rate-dropout", default=True, show_default=True,
                      help="Measure change rates (Algorithm 2, stats) with Dropout active, as training runs; "
                           "--no-rate-dropout: the deterministic TEST-phase net."),
-        click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bars."),
-        click.option("-v", "--verbose", count=True, help="More log output (-vv: debug, with tracebacks)."),
+        click.option("-q", "--quiet", is_flag=True,
+                     help="Only warnings and errors; no progress bars, no Caffe (glog) lines, no numpy warnings."),
+        click.option("-v", "--verbose", count=True,
+                     help="-v: per-layer progress and results; -vv: magic_init's debug output, with tracebacks."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -110,15 +116,49 @@ def _common_options(func):
 def _setup_logging(quiet, verbose):
     """Log to stderr; returns whether to draw progress bars (not --quiet, stderr is a terminal).
 
-    With bars, log lines go through tqdm.write so that they print above the bar, not into it."""
-    from magic_init.progress import BarSafeHandler
+    Levels apply to the ``magic_init`` loggers only: INFO (summary lines), VERBOSE with -v (per-layer
+    progress and results), DEBUG with -vv, WARNING with -q. Other libraries' loggers (matplotlib,
+    PIL, ...) stay at WARNING whatever -v says. Python warnings (numpy's RuntimeWarnings) become one
+    logged line each, and are dropped with -q; -q also silences Caffe's glog (pycaffe backend).
+    With bars, log lines go through tqdm.write so that they print above the bar, not into it.
+    Calling it again (one process, several commands) replaces what the previous call set up."""
+    from magic_init.backends import set_caffe_log_level
+    from magic_init.progress import VERBOSE, BarSafeHandler
 
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose >= 2 else logging.INFO)
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose >= 2 else VERBOSE if verbose == 1 else logging.INFO)
     progress = not quiet and sys.stderr.isatty()
-    logging.basicConfig(level=level, format="%(message)s" if level > logging.DEBUG else "%(name)s: %(message)s",
-                        handlers=[BarSafeHandler() if progress else logging.StreamHandler(sys.stderr)])
-    logging.getLogger().setLevel(level)
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "magic_init_cli", False)]:
+        root.removeHandler(handler)
+    handler = BarSafeHandler(bars=progress)
+    handler.magic_init_cli = True
+    handler.setFormatter(logging.Formatter("%(message)s" if level > logging.DEBUG else "%(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)     # third-party libraries: warnings and errors only
+    log.setLevel(level)                # the magic_init hierarchy: what -q / -v / -vv ask for
+    _route_warnings(quiet)
+    set_caffe_log_level(quiet)         # before anything imports caffe (build_net does, later)
     return progress
+
+
+def _log_warning(message, category, filename, lineno, file=None, line=None):
+    """``warnings.showwarning`` for the CLI: one log line (``py.warnings``), not Python's two-line
+    ``file:line: Category: message`` + source dump."""
+    if file is not None:       # someone asked for a specific stream: leave it to Python
+        return _PYTHON_SHOWWARNING(message, category, filename, lineno, file, line)
+    logging.getLogger("py.warnings").warning("warning: %s: %s (%s:%d)", category.__name__, message,
+                                             os.path.basename(filename), lineno)
+
+
+_PYTHON_SHOWWARNING = warnings.showwarning
+
+
+def _route_warnings(quiet):
+    """Python warnings as log lines; with -q numpy's floating-point RuntimeWarnings are dropped
+    (divide by zero, invalid value: the code handles the NaN/Inf where it can arise)."""
+    warnings.showwarning = _log_warning
+    if quiet:
+        warnings.filterwarnings("ignore", category=RuntimeWarning)
 
 
 def _parse_floats(text, what):
@@ -253,6 +293,11 @@ def cli():
               help="What Algorithm 1 scales to unit variance: each output channel (the paper's Alg. 1), "
                    "the layer as a whole (one factor per layer: the drawn rows keep their relative norms), "
                    "or the layer for convolutions and each channel for fully connected layers (conv-layer).")
+@click.option("--factors", type=click.Choice(RESCALE_FACTORS), default="channel", show_default=True,
+              help="With --load and nothing re-initialized (exact rescaling, the function kept): Algorithm 2 "
+                   "gives each convolution output channel its own factor, undone in the layers that read it "
+                   "(reaches equal rates where per-layer factors cannot, e.g. in residual blocks), or one "
+                   "factor per layer (the paper's Algorithm 2). Initializing: always per layer.")
 @click.option("--stats-dropout/--no-stats-dropout", default=True, show_default=True,
               help="Algorithm 1 normalizes each layer's outputs with Dropout active, as training runs "
                    "(the original tool's TRAIN-phase statistics); --no-stats-dropout: deterministic "
@@ -271,7 +316,7 @@ def init_command(prototxt, output, **kw):
     """Initialize PROTOTXT's weights from data and write OUTPUT (a caffemodel)."""
     from magic_init import load
 
-    verbose = kw.pop("verbose")  # -v: Algorithm 2 measures its result (BetweenLayer verify)
+    verbose = kw.pop("verbose")  # -v: per-layer lines; Algorithm 2 also measures its result (BetweenLayer verify)
     progress = _setup_logging(kw.pop("quiet"), verbose)
     inputs = _run_inputs(prototxt, kw)
     if kw["load"] and same_file(kw["load"], output):
@@ -298,7 +343,8 @@ def init_command(prototxt, output, **kw):
         stats_dropout=kw["stats_dropout"], whitening_eps=kw["whitening_eps"], alpha=kw["alpha"],
         max_iter=kw["max_iter"], tol=math.log1p(kw["tol"]), rounds=1 if kw["fast"] else kw["rounds"],
         rate=kw["rate"], verify=verbose >= 1, rate_dropout=kw["rate_dropout"], normalize=kw["normalize"],
-        exact=not plan.initialize)     # nothing re-initialized: the loaded model is rescaled, keep its function
+        # nothing re-initialized: the loaded model is rescaled, keep its function
+        factors=kw["factors"], exact=not plan.initialize)
     run_passes(net, sample.data, passes, batch_size=kw["batch_size"], progress=progress)
     load.save_model(output, model, net)
     log.info("wrote %s", output)
@@ -330,34 +376,112 @@ def _write_sized_prototxt(prototxt, output, model, net, kw, inputs):
                 kw["size"][0], kw["size"][1], kind, name, current[0], own[0], output, prototxt, written)
 
 
+def _stats_options(func):
+    """``_common_options`` with ``--load`` repeatable: ``stats`` overlays several models."""
+    func = _common_options(func)
+    for i, param in enumerate(func.__click_params__):
+        if param.name == "load":
+            func.__click_params__[i] = click.Option(
+                ["--load", "load"], multiple=True, type=click.Path(dir_okay=False), metavar="MODEL",
+                help="Measure this caffemodel (repeatable: each is measured and plotted as one model; "
+                     "layers it lacks keep the prototxt's fillers). Without --load: the prototxt's fillers.")
+    return func
+
+
+def _stats_models(loads, fillers):
+    """``[(legend label, caffemodel path or None)]``: the prototxt's fillers (None) first when asked
+    for or when nothing is loaded, then each --load, named by its file name (its path when two
+    share a name)."""
+    from magic_init.report import FILLERS_LABEL
+
+    entries = ([None] if fillers or not loads else []) + list(loads)
+    names = [os.path.basename(p) for p in loads]
+    return [(FILLERS_LABEL if p is None else (os.path.basename(p) if names.count(os.path.basename(p)) == 1 else p), p)
+            for p in entries]
+
+
+def _warn_zero_filled(model, net, label):
+    """One warning naming the affine layers that the fillers left all zero (measured as such)."""
+    from magic_init import load
+
+    zero = load.zero_filled_layers(model, net)
+    if not zero:
+        return
+    unnamed = [name for name, reason in zero if reason == "no weight_filler"]
+    named = [name for name, reason in zero if reason != "no weight_filler"]
+    parts = []
+    if unnamed:
+        parts.append("%s %s no weight_filler, and Caffe's default filler is constant 0"
+                     % (_names(unnamed), "has" if len(unnamed) == 1 else "have"))
+    if named:
+        parts.append("the weight_filler of %s gives all zeros" % _names(named))
+    log.warning("%s: %s: measured with all-zero weights, so %s change rate is undefined (blank in the table, "
+                "null in --json) and no gradient passes %s to the layers below", label, "; ".join(parts),
+                "its" if len(zero) == 1 else "their", "it" if len(zero) == 1 else "them")
+
+
 @cli.command("stats")
 @click.argument("prototxt", type=click.Path(dir_okay=False))
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the statistics as JSON.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a Fig.-1-style PNG.")
-@_common_options
-def stats_command(prototxt, json_path, plot_path, **kw):
-    """Print per-layer activation and change-rate statistics (paper Fig. 1)."""
-    from magic_init import measure_stat, report
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Write the paper's Fig. 1: change rate and its coefficient of variation per layer, "
+                   "one line per model.")
+@click.option("--fillers", is_flag=True,
+              help="Also measure the prototxt's own fillers (what is measured without --load), "
+                   "beside the --load models.")
+@_stats_options
+def stats_command(prototxt, json_path, plot_path, fillers, **kw):
+    """Print per-layer activation and change-rate statistics (paper Fig. 1).
+
+    Measures the net as --load gives it, or, without --load, as the prototxt's fillers initialize
+    it (seeded by --seed), as `caffe train` would start. Several --load (and --fillers) compare
+    models: one table each, one line each in --plot, {"models": [...]} in --json.
+    """
+    from magic_init import load, measure_stat, report
 
     progress = _setup_logging(kw.pop("quiet"), kw.pop("verbose"))
-    inputs = _run_inputs(prototxt, kw)
+    loads = kw.pop("load")
+    inputs = _run_inputs(prototxt, dict(kw, load=None))
+    inputs.update(("--load model %d" % (i + 1), path) for i, path in enumerate(loads))
     if json_path and json_path != STDOUT:
         check_output(json_path, inputs, what="--json")
     if plot_path:
         check_output(plot_path, dict(inputs, **({"--json file": json_path} if json_path else {})), what="--plot")
         report.check_plot_format(plot_path)
-    model, net = _model_and_net(prototxt, kw)
-    sample = _sample(net, model, kw, progress)
-    stats = measure_stat.measure(net, sample.data, batch_size=kw["batch_size"], seed=kw["seed"], progress=progress,
-                                 rate_dropout=kw["rate_dropout"])
-    click.echo(report.table(stats), err=json_path == STDOUT)    # --json -: stdout carries the JSON only
+    entries = _stats_models(loads, fillers)
+    models = [(label, load.read_model(prototxt, path)) for label, path in entries]   # bad files fail before any work
+    measured, sample = [], None
+    for label, model in models:
+        net = load.build_net(model, backend=kw["backend"], device=kw["device"], batch_size=kw["batch_size"],
+                             size=kw["size"], data=kw["data"], root=kw["root"], fillers=True, seed=kw["seed"])
+        load.affine_layer_names(net)
+        if model.weights_path:
+            plan = load.plan_initialization(model, net)
+            if not plan.loaded:
+                log.warning("%s shares no affine layer name with the net: it is measured with the prototxt's fillers",
+                            model.weights_path)
+            elif plan.new:
+                log.info("%s does not provide %s: measured with the prototxt's fillers", model.weights_path,
+                         _names(plan.new))
+        _warn_zero_filled(model, net, label)
+        if sample is None:
+            sample = _sample(net, model, kw, progress)
+        stats = measure_stat.measure(net, sample.data, batch_size=kw["batch_size"], seed=kw["seed"],
+                                     progress=progress, rate_dropout=kw["rate_dropout"])
+        measured.append((label, dict(stats, model=label)))
+        del net
+    for label, stats in measured:    # --json -: stdout carries the JSON only
+        if len(measured) > 1:
+            click.echo("== %s ==" % label, err=json_path == STDOUT)
+        click.echo(report.table(stats), err=json_path == STDOUT)
+    text = report.to_json(measured[0][1]) if len(measured) == 1 else report.models_to_json(measured)
     if json_path == STDOUT:
-        click.echo(report.to_json(stats))
+        click.echo(text)
     elif json_path:
         with atomic_write(json_path) as f:
-            f.write(report.to_json(stats).encode())
+            f.write(text.encode())
     if plot_path:
-        report.write_png(stats, plot_path)
+        report.write_png(measured, plot_path)
 
 
 @cli.command("fold-bn")
@@ -378,8 +502,20 @@ def fold_bn_command(net, model, out_net, out_model, quiet, verbose):
     fold_bn_files(net, model, out_net, out_model)
 
 
-def _debug():
-    return os.environ.get("MAGIC_INIT_DEBUG") == "1" or any(a in ("-vv", "-vvv") for a in sys.argv)
+def _debug(args=None):
+    """MAGIC_INIT_DEBUG=1, or -v given twice or more in ``args`` (default: sys.argv), in any
+    spelling: -vv, -v -v, --verbose --verbose, -qvv (tracebacks for unexpected errors)."""
+    if os.environ.get("MAGIC_INIT_DEBUG") == "1":
+        return True
+    count = 0
+    for arg in (sys.argv[1:] if args is None else args):
+        if arg == "--":
+            break
+        if arg == "--verbose":
+            count += 1
+        elif re.match(r"^-[qvh]+$", arg):
+            count += arg.count("v")
+    return count >= 2
 
 
 class Terminated(BaseException):
@@ -399,9 +535,10 @@ def main(argv=None):
     """Entry point: run the CLI, turning our errors into one line and a non-zero exit."""
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _terminate)
+    raw_args = sys.argv[1:] if argv is None else list(argv)
     try:
         # a bundled file named by its repository path (models/tiny.prototxt) works from any folder
-        args = resources.resolve_argv(sys.argv[1:] if argv is None else list(argv))
+        args = resources.resolve_argv(raw_args)
         cli.main(args=args, prog_name="magic_init", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("magic_init: aborted", err=True)
@@ -423,7 +560,7 @@ def main(argv=None):
         click.echo("magic_init: terminated by %s" % signal.Signals(e.signum).name, err=True)
         sys.exit(128 + e.signum)
     except Exception as e:  # a bug: one line unless debugging
-        if _debug():
+        if _debug(raw_args):
             raise
         click.echo("magic_init: internal error: %s: %s (rerun with -vv for the traceback)"
                    % (type(e).__name__, e), err=True)

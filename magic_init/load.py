@@ -199,8 +199,14 @@ def _without_guessed_label_readers(net_param, size):
     return stripped
 
 
-def build_net(model, backend="auto", device="cpu", batch_size=16, size=None, data=None, root=None):
+def build_net(model, backend="auto", device="cpu", batch_size=16, size=None, data=None, root=None,
+              fillers=False, seed=0):
     """Instantiate the model in TEST phase on a backend, with the loaded weights copied in.
+
+    The affine layers the model does not provide are zeroed for Algorithm 1, or, with ``fillers``,
+    keep the values the prototxt's fillers give them as ``caffe train`` starts (drawn with ``seed``:
+    the engine's generator, or Caffe's ``set_random_seed``; a layer without a ``weight_filler`` gets
+    Caffe's default, constant 0, see ``zero_filled_layers``). This is what ``stats`` measures.
 
     On the built-in engine every layer type is checked first, so that a net with a layer the
     engine cannot run fails naming that layer, before anything about its shapes is asked.
@@ -208,15 +214,41 @@ def build_net(model, backend="auto", device="cpu", batch_size=16, size=None, dat
     to the data how many channels it has (``_guess_shapes``)."""
     from magic_init.backends import get_net, resolve_backend
 
-    if resolve_backend(backend) == "torch":
+    chosen = resolve_backend(backend)
+    extra = {}
+    if chosen == "torch":
         from magic_init.engine.layers import check_supported
         check_supported(netgraph.filter_net(model.net, netgraph.net_state("test", net=model.net)).layer)
-    net = get_net(_without_guessed_label_readers(model.net, size), backend=backend, device=device, phase="test",
-                  input_shapes=_input_shapes(model, batch_size, size, data, root))
-    reset_unloaded_layers(net, {name for name, arrays in model.weights.items() if arrays})
+        if fillers:
+            extra["seed"] = seed
+    elif fillers:
+        import caffe
+        caffe.set_random_seed(int(seed))      # Caffe's fillers draw from its global generator
+    net = get_net(_without_guessed_label_readers(model.net, size), backend=chosen, device=device, phase="test",
+                  input_shapes=_input_shapes(model, batch_size, size, data, root), **extra)
+    reset_unloaded_layers(net, {name for name, arrays in model.weights.items() if arrays}, keep_affine=fillers)
     if model.weights:
         copy_weights(model.weights, net.params, source_name=model.weights_path)
     return net
+
+
+def zero_filled_layers(model, net):
+    """``[(layer, reason)]``: the affine layers of ``net`` that the model does not provide and whose
+    weights are all zero, reason "no weight_filler" (Caffe's default filler is constant 0) or
+    "its weight_filler gives all zeros"; for a net built with ``fillers=True``."""
+    loaded = {name for name, arrays in model.weights.items() if arrays}
+    specs = {layer.name: layer for layer in net.net_param.layer}
+    found = []
+    for name in affine_layer_names(net):
+        if name in loaded or np.any(net.params[name][0].data):
+            continue
+        spec = specs.get(name)
+        param = None
+        if spec is not None:
+            param = spec.inner_product_param if spec.type == "InnerProduct" else spec.convolution_param
+        named = param is not None and param.HasField("weight_filler")
+        found.append((name, "its weight_filler gives all zeros" if named else "no weight_filler"))
+    return found
 
 
 def size_change(model, net, size, data=None, root=None):
@@ -292,15 +324,15 @@ def _size_data_layer(layer, height, width):
             p.height[0], p.width[0] = height, width
 
 
-def reset_unloaded_layers(net, loaded):
+def reset_unloaded_layers(net, loaded, keep_affine=False):
     """Zero the affine layers the caffemodel does not provide, so that Algorithm 1 initializes them
-    (it initializes exactly the all-zero layers), and make unloaded BatchNorm layers the identity in
-    TEST phase (running mean 0, variance 1, scale factor 1) instead of dividing by sqrt(eps)."""
+    (unless ``keep_affine``: their filler values stay), and make unloaded BatchNorm layers the
+    identity in TEST phase (running mean 0, variance 1, scale factor 1) instead of dividing by sqrt(eps)."""
     for name, kind in zip(net.layer_names, net.layer_types):
         if name in loaded or name not in net.params:
             continue
         blobs = net.params[name]
-        if kind in AFFINE_TYPES:
+        if kind in AFFINE_TYPES and not keep_affine:
             for blob in blobs:
                 blob.data[...] = 0
         elif kind == "BatchNorm" and len(blobs) == 3:

@@ -15,6 +15,11 @@ Per affine layer (Convolution, InnerProduct, Deconvolution), on the whole sample
     original does), sqrt(mean over outputs and kernel taps of E[(∂ℓ/∂W)²] / mean(W²)). It keeps the
     correlation between z and y that Eq. (4) assumes away; the original averages gradients of
     batches of 16 (η independent per image makes E[(Σ_b g_b)²] = B·E[g²], so we divide by B).
+    This is the primary definition (``report.PRIMARY_RATE``): the one Algorithm 2 equalizes by default
+    (``--rate gradient``) and the one ``stats --plot`` draws.
+
+A layer whose weights are all zero (a prototxt without a weight_filler: Caffe's default filler is
+constant 0) has no relative change rate: its four rate fields are None and ``zero_weights`` is set.
 """
 from __future__ import annotations
 
@@ -73,19 +78,34 @@ def measure(net, sample, batch_size=16, seed=0, progress=False, rate_dropout=Tru
                  "act_std": float(std.mean()), "act_cv": coefficient_of_variation(std),
                  "channel_mean": mean.tolist(), "channel_std": std.tolist()}
         if name in rates:
-            columns = rates[name].column_rates()
-            orig = original_rates(meter.param_sq[name], net.params[name][0].data)
-            entry.update(rate_mean=float(columns.mean()), rate_cv=coefficient_of_variation(columns),
-                         orig_rate_mean=float(orig.mean()), orig_rate_cv=coefficient_of_variation(orig))
+            weight = net.params[name][0].data
+            if np.any(weight):
+                with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+                    columns = rates[name].column_rates()
+                    orig = original_rates(meter.param_sq[name], weight)
+                    entry.update(rate_mean=_finite(columns.mean()), rate_cv=_finite(coefficient_of_variation(columns)),
+                                 orig_rate_mean=_finite(orig.mean()),
+                                 orig_rate_cv=_finite(coefficient_of_variation(orig)))
+            else:   # a relative change of all-zero weights is undefined (any step is infinitely larger)
+                entry.update(rate_mean=None, rate_cv=None, orig_rate_mean=None, orig_rate_cv=None,
+                             zero_weights=True)
         layers.append(entry)
     return {"layers": layers, "summary": summarize(layers), "images": sum(len(next(iter(b.values())))
                                                                           for b in runner.batches)}
 
 
+def _finite(value):
+    """``value`` as a float, or None when it is NaN or infinite (undefined; JSON null)."""
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
 def summarize(layers):
-    """Across layers: max/min of the mean change rates (both definitions) and the largest act_cv."""
+    """Across layers: max/min of the mean change rates (both definitions) and the largest act_cv.
+
+    Layers whose rate is undefined (None: all-zero weights) or 0 are left out of the spreads."""
     def spread(key):
-        values = [l[key] for l in layers if l.get(key, 0) > 0]
+        values = [l[key] for l in layers if (l.get(key) or 0) > 0]
         return float(max(values) / min(values)) if values else None
     return {"rate_spread": spread("rate_mean"), "orig_rate_spread": spread("orig_rate_mean"),
             "max_act_cv": max((l["act_cv"] for l in layers), default=None)}

@@ -82,3 +82,111 @@ def test_package_api_measure_stays_a_function_after_the_module_is_imported():
     import magic_init.measure_stat  # noqa: F401  (importing a submodule sets a package attribute)
 
     assert callable(magic_init.measure) and magic_init.measure is magic_init.measure_stat.measure
+
+
+# --- stats without --load: the prototxt's own fillers (paper Fig. 1's baselines) -----------------
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.path.join(REPO, "models", "tiny.prototxt")
+
+
+def _affine_fillers(net_param):
+    """``{layer: (weight filler, bias filler)}`` as the prototxt states them."""
+    from magic_init.algorithm.netinfo import AFFINE_TYPES
+
+    found = {}
+    for layer in net_param.layer:
+        if layer.type in AFFINE_TYPES:
+            p = layer.inner_product_param if layer.type == "InnerProduct" else layer.convolution_param
+            found[layer.name] = (p.weight_filler, p.bias_filler)
+    return found
+
+
+def _filled_net(prototxt=TINY, seed=0, fillers=True):
+    pytest.importorskip("torch")
+    from magic_init import load
+
+    model = load.read_model(prototxt)
+    return model, load.build_net(model, backend="torch", batch_size=4, fillers=fillers, seed=seed)
+
+
+def test_without_load_the_net_has_the_prototxt_fillers_values_seeded():
+    model, net = _filled_net(seed=3)
+    stated = _affine_fillers(model.net)
+    assert set(stated) == {"conv1", "conv2", "fc3", "fc4"}
+    for name, (weight, bias) in stated.items():
+        w, b = net.params[name][0].data, net.params[name][1].data
+        assert weight.type == "gaussian" and bias.type == "constant"
+        # N(0, σ²) with σ from the prototxt: sample std within 5 standard errors of σ (n >= 500 values)
+        assert w.size >= 500 and abs(w.std() - weight.std) < 5 * weight.std / np.sqrt(2 * w.size)
+        assert abs(w.mean()) < 5 * weight.std / np.sqrt(w.size)
+        np.testing.assert_array_equal(b, np.full_like(b, bias.value))
+    _, same = _filled_net(seed=3)
+    _, other = _filled_net(seed=4)
+    np.testing.assert_array_equal(same.params["conv1"][0].data, net.params["conv1"][0].data)
+    assert not np.array_equal(other.params["conv1"][0].data, net.params["conv1"][0].data)
+    _, zeroed = _filled_net(fillers=False)       # init's net: Algorithm 1 starts from zero
+    assert not any(np.any(blobs[0].data) for blobs in zeroed.params.values())
+
+
+def test_stats_of_the_filled_net_are_non_zero_and_finite():
+    _, net = _filled_net()
+    sample = (np.random.default_rng(2).standard_normal((8, 3, 32, 32)) * 50).astype(np.float32)
+    stats = measure(net, sample, batch_size=4)
+    for layer in stats["layers"]:
+        for key in ("act_std", "rate_mean", "orig_rate_mean", "rate_cv", "orig_rate_cv"):
+            assert np.isfinite(layer[key]) and layer[key] > 0, (layer["layer"], key, layer[key])
+    # Gaussian σ = 0.01 everywhere: the layers do not learn at one rate (the paper's Fig. 1a)
+    assert stats["summary"]["orig_rate_spread"] > 2 and stats["summary"]["rate_spread"] > 2
+    json.loads(report.to_json(stats), parse_constant=_refuse)
+
+
+def _refuse(constant):
+    raise ValueError("bare %s in the JSON" % constant)
+
+
+def test_a_layer_without_weight_filler_is_zero_named_and_its_rate_is_null(tmp_path):
+    from magic_init import load
+
+    text = open(TINY).read()
+    start = text.index('name: "fc3"')
+    filler = text.index("weight_filler", start)
+    end = text.index("}", filler) + 1
+    path = tmp_path / "nofill.prototxt"
+    path.write_text(text[:filler] + text[end:])
+    model, net = _filled_net(str(path))
+    assert not _affine_fillers(model.net)["fc3"][0].ListFields()        # really no weight_filler
+    assert load.zero_filled_layers(model, net) == [("fc3", "no weight_filler")]
+    sample = (np.random.default_rng(2).standard_normal((8, 3, 32, 32)) * 50).astype(np.float32)
+    stats = measure(net, sample, batch_size=4)
+    fc3 = [l for l in stats["layers"] if l["layer"] == "fc3"][0]
+    assert fc3["zero_weights"] and fc3["rate_mean"] is None and fc3["orig_rate_cv"] is None
+    decoded = json.loads(report.to_json(stats), parse_constant=_refuse)
+    assert [l["orig_rate_mean"] for l in decoded["layers"] if l["layer"] == "fc3"] == [None]
+    row = [line for line in report.table(stats).splitlines() if line.startswith("fc3 ")][0]
+    assert len(row.split()) == 4        # layer and three activation columns; the four rate cells blank
+
+
+@pytest.mark.caffe
+def test_real_caffe_fills_the_prototxt_fillers_seeded(caffe_env):
+    """Real Caffe's fillers (pycaffe backend, fillers=True): seeded by --seed, σ as the prototxt says,
+    and stats without --load measures non-zero rates with valid JSON."""
+    code = r'''
+import json, sys
+import numpy as np
+from magic_init import load
+model = load.read_model("models/tiny.prototxt")
+nets = [load.build_net(model, backend="caffe", batch_size=2, fillers=True, seed=s) for s in (5, 5, 6)]
+w = [n.params["conv2"][0].data.copy() for n in nets]
+print(json.dumps({"std": float(w[0].std()), "size": int(w[0].size), "same": bool(np.array_equal(w[0], w[1])),
+                  "other": bool(np.array_equal(w[0], w[2]))}))
+'''
+    found = json.loads(caffe_env.python(code).stdout.strip().splitlines()[-1])
+    stated = _affine_fillers(__import__("magic_init").read_model(TINY).net)["conv2"][0].std
+    assert found["same"] and not found["other"]
+    assert abs(found["std"] - stated) < 5 * stated / np.sqrt(2 * found["size"])
+    host, inside = caffe_env.tmpdir()
+    caffe_env.run("python3", "-m", "magic_init", "stats", "models/tiny.prototxt", "--backend", "caffe",
+                  "--data", "examples/images/list.txt", "--num-images", "4", "--batch-size", "2",
+                  "--json", inside + "/st.json", "-q")
+    stats = json.loads((host / "st.json").read_text(), parse_constant=_refuse)
+    assert all(l["orig_rate_mean"] > 0 and l["rate_mean"] > 0 for l in stats["layers"])

@@ -22,7 +22,7 @@ from magic_init.algorithm.between_layer import BetweenLayer
 from magic_init.algorithm.runner import SampleRunner
 from magic_init.algorithm.weight_init import WHITENING_EPS
 from magic_init.algorithm.within_layer import WithinLayer
-from magic_init.choices import INIT_KINDS
+from magic_init.choices import INIT_KINDS, check_factors
 
 __all__ = ["initialize", "rescale", "build_passes", "run_passes", "WithinLayer", "BetweenLayer", "SampleRunner", "INIT_KINDS"]
 
@@ -50,7 +50,7 @@ def run_passes(net, sample, passes, batch_size=16, progress=False):
 def build_passes(within_layer=True, between_layer=True, init="gaussian", beta=0.1, layers=None, seed=0,
                  max_patches=10000, max_patch_mb=1024, data_driven_fc=False, stats_dropout=True,
                  whitening_eps=WHITENING_EPS, alpha=0.25, max_iter=10, tol=DEFAULT_TOL, rounds=2, rate="gradient",
-                 exact=False, verify=False, rate_dropout=True, normalize="channel"):
+                 exact=False, verify=False, rate_dropout=True, normalize="channel", factors="channel"):
     """The passes of one run, validated before any of them runs (an unknown ``init`` or ``rate``
     raises ValueError here). The one place that turns options into passes: ``initialize``,
     ``rescale`` and the CLI all build them here.
@@ -59,12 +59,16 @@ def build_passes(within_layer=True, between_layer=True, init="gaussian", beta=0.
         within_layer: Algorithm 1 (``WithinLayer``) on ``layers`` (None: every affine layer).
         between_layer: Algorithm 2 (``BetweenLayer``) on all affine layers; ``exact`` keeps the
             net's function up to one positive output factor (rescaling a loaded model).
+        factors: with ``exact``, "channel" gives each convolution output channel its own factor
+            (``channel_factors``: equal rates where per-layer factors cannot reach them, e.g. residual
+            blocks), "layer" one factor per layer (the paper's Algorithm 2). Without ``exact``: per layer.
         others: the passes' parameters (see WithinLayer and BetweenLayer); Algorithm 2 draws its η
             with ``seed + 1``.
 
     Returns:
         A list of passes for ``run_passes``.
     """
+    check_factors(factors)
     passes = []
     if within_layer:
         passes.append(WithinLayer(init=init, beta=beta, layers=layers, seed=seed, max_patches=max_patches,
@@ -72,7 +76,7 @@ def build_passes(within_layer=True, between_layer=True, init="gaussian", beta=0.
                                   whitening_eps=whitening_eps, normalize=normalize))
     if between_layer:
         passes.append(BetweenLayer(alpha=alpha, max_iter=max_iter, tol=tol, seed=seed + 1, rounds=rounds, rate=rate,
-                                   exact=exact, verify=verify, dropout=rate_dropout))
+                                   exact=exact, verify=verify, dropout=rate_dropout, channels=factors == "channel"))
     return passes
 
 
@@ -97,7 +101,7 @@ def initialize(net, sample, init="gaussian", beta=0.1, between_layer=True, alpha
 
 
 def rescale(net, sample, alpha=0.25, max_iter=10, tol=DEFAULT_TOL, batch_size=16, seed=0, rounds=2, rate="gradient",
-            progress=False, exact=True, verify=False, rate_dropout=True):
+            progress=False, exact=True, verify=False, rate_dropout=True, factors="channel"):
     """Algorithm 2 only (pretrained models, paper §4.3). With ``exact`` (default) the net's function
     is kept up to one positive factor on its output, z_N ← Δ_out·z_N: a scale passes only positively
     homogeneous layers, f(r·x) = r·f(x) for r > 0; the layers whose scale would have to pass another
@@ -105,5 +109,5 @@ def rescale(net, sample, alpha=0.25, max_iter=10, tol=DEFAULT_TOL, batch_size=16
     measure the change rates once more after the last step (``rate_measured``, ``spread_measured``).
     ``rate_dropout``: measure with Dropout active, as fine-tuning runs."""
     passes = build_passes(within_layer=False, alpha=alpha, max_iter=max_iter, tol=tol, seed=seed, rounds=rounds,
-                          rate=rate, exact=exact, verify=verify, rate_dropout=rate_dropout)
+                          rate=rate, exact=exact, verify=verify, rate_dropout=rate_dropout, factors=factors)
     return run_passes(net, sample, passes, batch_size, progress=progress)

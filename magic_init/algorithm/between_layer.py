@@ -62,10 +62,12 @@ import logging
 import numpy as np
 
 from magic_init.algorithm import netinfo
-from magic_init.algorithm.rates import RateMeter, scale_columns
-from magic_init.algorithm.scale_graph import NO_GRADIENT, ZERO_INPUT, ZERO_WEIGHTS, ScaleGraph
+from magic_init.algorithm.rates import RateMeter, check_factors, scale_columns
+from magic_init.algorithm.channel_factors import ChannelFactors
+from magic_init.algorithm.scale_graph import NO_GRADIENT, ZERO_INPUT, ZERO_WEIGHTS, ChannelGraph, ScaleGraph
 from magic_init.choices import check_rate
 from magic_init.errors import MagicInitError, NetDefinitionError
+from magic_init.progress import VERBOSE
 
 log = logging.getLogger(__name__)
 
@@ -114,50 +116,40 @@ class BetweenLayer:
     (the factor the net's output is multiplied by), and with ``verify`` the measured rates."""
 
     def __init__(self, alpha=0.25, max_iter=10, tol=np.log(1.01), seed=0, rounds=2, rate="gradient",
-                 exact=False, verify=False, dropout=True):
+                 exact=False, verify=False, dropout=True, channels=True):
         self.alpha, self.max_iter, self.tol, self.seed, self.rounds = alpha, max_iter, tol, seed, rounds
         check_rate(rate)                 # before any pass: a typo must not cost a forward+backward pass
         self.rate = rate
         self.exact, self.verify = bool(exact), bool(verify)
         self.dropout = bool(dropout)
+        # per-channel factors need the gradient rates' per-row statistics (Eq. 4's factors have none)
+        self.channels = bool(channels) and self.exact and rate == "gradient"
 
     def __call__(self, net, runner):
-        meter = RateMeter(net, seed=self.seed, definition=self.rate, dropout=self.dropout)
-        scale, iterations, before, rounds_run, steps = None, 0, None, 0, 0
-        for round_index in range(self.rounds):
-            rounds_run += 1
-            runner.pass_label = "Algorithm 2, round %d/%d" % (round_index + 1, self.rounds)
-            graph = ScaleGraph(net, meter.last, exact=self.exact)
-            eta_state = meter.rng.bit_generator.state
-            layers = self.measure(meter, graph, runner)
-            before = before or _rates(layers)
-            total, steps = self.iterate(graph, layers)
-            self.apply(net, graph, layers, total)
-            scale = total if scale is None else scale * total
-            iterations += steps
-            if steps == 0:
-                break
-        after = _rates(layers)
+        outcome = self._per_channel(net, runner) if self.channels else self._per_layer(net, runner)
+        meter, graph, before, after = outcome["meter"], outcome["graph"], outcome["before"], outcome["after"]
         held = graph.held_reasons()
         pinned = list(held)
-        report = {"iterations": iterations, "scale": dict(zip(graph.names, scale.tolist())),
+        report = {"iterations": outcome["iterations"], "scale": outcome["scale"], "factors": outcome["factors"],
                   "rate_before": before, "rate_after": after, "pinned": pinned, "held": held,
-                  "output_scale": _output_factor(graph, scale),
+                  "output_scale": outcome["output_scale"],
                   "spread_before": spread(before, pinned), "spread_predicted": spread(after, pinned)}
         if self.verify:
-            if steps == 0:
-                measured = dict(after)
-            else:
-                meter.rng.bit_generator.state = eta_state
+            if outcome["changed"]:
+                meter.rng.bit_generator.state = outcome["eta_state"]
                 runner.pass_label = "Algorithm 2, verification"
                 rates = meter.measure(runner)
                 measured = _rates([rates[name] for name in graph.names])
+            else:
+                measured = dict(after)
             report["rate_measured"] = measured
             report["spread_measured"] = spread(measured, pinned)
             result = "%.3gx (predicted), %.3gx (measured after the last step)" % (
                 report["spread_predicted"], report["spread_measured"])
         else:
             result = "%.3gx (predicted; -v measures it)" % report["spread_predicted"]
+        for name in graph.names:
+            log.log(VERBOSE, "Algorithm 2: layer '%s': %s", name, _layer_result(report, held, name))
         zero = [name for name in graph.names if not np.any(net.params[name][0].data)]
         for name, why in held.items():
             if why in (NO_GRADIENT, ZERO_INPUT):
@@ -165,10 +157,61 @@ class BetweenLayer:
                             _why_no_signal(graph.names, name, zero, why))
             else:
                 log.info("between-layer: layer '%s' held fixed: %s", name, why)
-        log.info("between-layer: %d analytic iteration(s) over %d measurement round(s) (at most %d per round); "
-                 "change-rate spread %.3gx -> %s", iterations, rounds_run, self.max_iter,
-                 report["spread_before"], result)
+        log.info("between-layer: %s; change-rate spread %.3gx -> %s", outcome["steps"], report["spread_before"], result)
         return report
+
+    def _per_layer(self, net, runner):
+        """The paper's Algorithm 2: one factor per layer, ``rounds`` measurements with analytic steps."""
+        meter = RateMeter(net, seed=self.seed, definition=self.rate, dropout=self.dropout)
+        scale, iterations, before, rounds_run, steps = None, 0, None, 0, 0
+        for round_index in range(self.rounds):
+            rounds_run += 1
+            runner.pass_label = "Algorithm 2, round %d/%d" % (round_index + 1, self.rounds)
+            graph = ScaleGraph(net, meter.last, exact=self.exact)
+            eta_state = meter.rng.bit_generator.state
+            log.log(VERBOSE, "Algorithm 2: round %d of %d: measuring the change rates of %d layer(s) "
+                    "(one forward+backward pass)", round_index + 1, self.rounds, len(graph.names))
+            layers = self.measure(meter, graph, runner)
+            measured = _rates(layers)
+            before = before or measured
+            total, steps = self.iterate(graph, layers)
+            self.apply(net, graph, layers, total)
+            log.log(VERBOSE, "Algorithm 2: round %d of %d: %d analytic step(s), change-rate spread %.3gx -> %.3gx "
+                    "(predicted)", round_index + 1, self.rounds, steps, spread(measured, graph.held_reasons()),
+                    spread(_rates(layers), graph.held_reasons()))
+            scale = total if scale is None else scale * total
+            iterations += steps
+            if steps == 0:
+                break
+        return {"meter": meter, "graph": graph, "before": before, "after": _rates(layers), "iterations": iterations,
+                "scale": dict(zip(graph.names, scale.tolist())), "factors": "per layer",
+                "output_scale": _output_factor(graph, scale), "changed": steps > 0, "eta_state": eta_state,
+                "steps": "%d analytic iteration(s) over %d measurement round(s) (at most %d per round)" % (
+                    iterations, rounds_run, self.max_iter)}
+
+    def _per_channel(self, net, runner):
+        """Exact rescaling with one factor per convolution output channel (``channel_factors``): one
+        measurement, then the factors that equalize the predicted rates, which are exact."""
+        graph = ChannelGraph(net, netinfo.last_compute_layer(net), exact=True)
+        rows = [name for name, units in zip(graph.names, graph.units) if len(units) > 1]
+        meter = RateMeter(net, seed=self.seed, definition=self.rate, dropout=self.dropout, rows=rows)
+        runner.pass_label = "Algorithm 2, per-channel factors"
+        eta_state = meter.rng.bit_generator.state
+        log.log(VERBOSE, "Algorithm 2: measuring the change rates of %d layer(s) (one forward+backward pass)",
+                len(graph.names))
+        layers = self.measure(meter, graph, runner)
+        factors = ChannelFactors(net, graph, layers)
+        x, iterations = factors.solve(tol=self.tol)
+        before = _rates(layers)
+        after = {name: None if before[name] is None else float(np.exp(value))
+                 for name, value in zip(graph.names, factors.log_rates(x))}
+        factors.apply(x)
+        rows = factors.row_factors(x)
+        return {"meter": meter, "graph": graph, "before": before, "after": after, "iterations": iterations,
+                "scale": {name: geometric_mean(f) for name, f in zip(graph.names, rows)}, "factors": "per channel",
+                "output_scale": 1.0, "changed": bool(np.any(x)), "eta_state": eta_state,
+                "steps": "one factor per convolution output channel (exact), %d L-BFGS iteration(s) over one "
+                         "measurement, %d free factor(s)" % (iterations, factors.size)}
 
     @staticmethod
     def measure(meter, graph, runner):
@@ -183,11 +226,11 @@ class BetweenLayer:
                                      "force_backward: true (a net without a loss computes no backward)")
         for k, name in enumerate(graph.names):
             if not np.any(meter.net.params[name][0].data):
-                graph.pin(k, ZERO_WEIGHTS)
+                graph.pin_layer(k, ZERO_WEIGHTS)
             elif layers[k].y_sq.sum() == 0:
-                graph.pin(k, NO_GRADIENT)
+                graph.pin_layer(k, NO_GRADIENT)
             elif layers[k].rate() == 0:
-                graph.pin(k, ZERO_INPUT)
+                graph.pin_layer(k, ZERO_INPUT)
         return layers
 
     def iterate(self, graph, layers):
@@ -274,10 +317,10 @@ class BetweenLayer:
         Every factor must be a finite positive float32 (checked before anything is written: an
         undefined rate must have been held, not turned into 0, Inf or NaN); MagicInitError otherwise."""
         for rates, factor in zip(layers, total):
-            _check_factors(rates.name, [factor])
+            check_factors(rates.name, [factor])
         columns = [total[k] / _input_factor(graph.columns[r.name], total) for k, r in enumerate(layers)]
         for rates, column in zip(layers, columns):
-            _check_factors(rates.name, column)
+            check_factors(rates.name, column)
         shared = netinfo.shared_params(net)          # a shared blob is scaled once, by its owner
         for k, rates in enumerate(layers):
             blobs = net.params[rates.name]
@@ -311,22 +354,23 @@ def spread(rates, exclude=()):
     return max(values) / min(values) if values else 1.0
 
 
+def _layer_result(report, held, name):
+    """One layer's outcome for the -v line: its factor Δ_k and change rate before -> after, or why it is held."""
+    def rate(value):
+        return "undefined" if value is None else "%.3g" % value
+
+    text = "scale x%.4g, change rate %s -> %s (predicted)" % (report["scale"][name], rate(report["rate_before"][name]),
+                                                              rate(report["rate_after"][name]))
+    if "rate_measured" in report:
+        text += ", %s (measured)" % rate(report["rate_measured"][name])
+    if name in held:
+        text += "; held fixed: %s" % held[name]
+    return text
+
+
 def _rates(layers):
     """``{layer: C̃_k}``, None where it is undefined (all-zero weights: ‖W‖ = 0)."""
     return {r.name: (r.rate() if r.col_w2.any() else None) for r in layers}
-
-
-#: A factor outside this range would overflow (or flush to zero) in float32 weights.
-FACTOR_RANGE = (float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max))
-
-
-def _check_factors(name, factors):
-    """Raise MagicInitError unless every factor of layer ``name`` is finite, positive and float32-sized."""
-    factors = np.asarray(factors, dtype=np.float64)
-    bad = ~np.isfinite(factors) | (factors < FACTOR_RANGE[0]) | (factors > FACTOR_RANGE[1])
-    if bad.any():
-        raise MagicInitError("between-layer: refusing to scale layer '%s' by %r (a factor must be finite, positive "
-                             "and fit float32); its weights are left as they were" % (name, factors[bad][0]))
 
 
 def _check_finite(net, layers):

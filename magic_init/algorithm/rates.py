@@ -46,6 +46,7 @@ from magic_init.algorithm import netinfo
 from magic_init.choices import check_rate
 from magic_init.algorithm.runner import load_blobs, training_dropout
 from magic_init.algorithm.within_layer import output_view
+from magic_init.errors import MagicInitError
 
 
 #: Images per weight-gradient estimate: param diffs accumulate over one block of this many images,
@@ -68,7 +69,7 @@ class LayerRates:
     """
 
     def __init__(self, name, kind, group, col_sq, y_sq, col_w2, rows, numel, col_g2=None, taps=1,
-                 definition="eq4"):
+                 definition="eq4", row_g2=None):
         check_rate(definition)
         self.name, self.kind, self.group = name, kind, group
         self.col_sq = col_sq      # E[z_{k-1}(j)²] per column
@@ -79,6 +80,7 @@ class LayerRates:
         self.numel = numel        # number of weights
         self.taps = taps          # kernel taps per column (1 for InnerProduct)
         self.definition = definition
+        self.row_g2 = row_g2      # Σ_taps E[(∂ℓ/∂W(i, j))²] per row i and column j of its group (RateMeter rows)
 
     def column_rates(self):
         """C̃_{k,j} per column, by ``definition``."""
@@ -124,6 +126,26 @@ def scale_columns(kind, weight, group, factors):
         view *= f.reshape((group, 1, -1) + (1,) * (weight.ndim - 2))
 
 
+def row_column_norms(weight):
+    """Σ over kernel taps of a convolution weight's squares: one entry per output channel i (row)
+    and input channel j of its group (column), float64 of shape (num_output, channels per group)."""
+    w = weight.reshape(weight.shape[0], weight.shape[1], -1)
+    return np.einsum("ijt,ijt->ij", w, w).astype(np.float64)
+
+
+#: A factor outside this range would overflow (or flush to zero) in float32 weights.
+FACTOR_RANGE = (float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max))
+
+
+def check_factors(name, factors):
+    """Raise MagicInitError unless every factor of layer ``name`` is finite, positive and float32-sized."""
+    factors = np.asarray(factors, dtype=np.float64)
+    bad = ~np.isfinite(factors) | (factors < FACTOR_RANGE[0]) | (factors > FACTOR_RANGE[1])
+    if bad.any():
+        raise MagicInitError("between-layer: refusing to scale layer '%s' by %r (a factor must be finite, positive "
+                             "and fit float32); its weights are left as they were" % (name, factors[bad][0]))
+
+
 def _column_square(kind, bottom):
     """Σ over images (and positions) of z², per column, and the count it averages over."""
     z2 = bottom.astype(np.float64) ** 2
@@ -143,7 +165,7 @@ def _group_gradient(top_diff, group):
 class RateMeter:
     """One forward+backward pass over the sample gathering Eq. (4) factors (and param diffs)."""
 
-    def __init__(self, net, seed=0, keep_param_diffs=False, definition="eq4", dropout=True):
+    def __init__(self, net, seed=0, keep_param_diffs=False, definition="eq4", dropout=True, rows=()):
         self.net = net
         self.last = netinfo.last_compute_layer(net)
         self.outputs = netinfo.output_blobs(net, self.last)
@@ -153,6 +175,8 @@ class RateMeter:
         self.keep_param_diffs = keep_param_diffs
         self.definition = definition
         self.dropout = dropout
+        #: Layers whose weight gradients are also kept per row (``LayerRates.row_g2``): per-channel factors.
+        self.rows = set(rows)
 
     def measure(self, runner):
         """``{layer: LayerRates}`` over all batches; with keep_param_diffs also ``param_sq`` per layer.
@@ -266,6 +290,8 @@ class RateMeter:
             sums[name]["blocks"] += 1
             if self.keep_param_diffs:
                 sums[name]["param"] = sums[name]["param"] + np.square(diff) / np.float32(images)
+            if name in self.rows:
+                sums[name]["rows"] = sums[name].get("rows", 0.0) + row_column_norms(diff) / images
 
     def _finish(self, name, kind, s, images):
         weight = self.net.params[name][0].data
@@ -275,6 +301,8 @@ class RateMeter:
         rows = output_view(kind, weight, group).shape[0] // group
         col_w2 = column_weight_norms(kind, weight, group)
         taps = int(np.prod(weight.shape[2:])) if kind != "InnerProduct" else 1
+        row_g2 = s["rows"] / max(1, s["blocks"]) if "rows" in s else None
         return LayerRates(name, kind, group, s["col"] / s["count"], s["y"] / images, col_w2, rows, weight.size,
-                          col_g2=s["grad"] / max(1, s["blocks"]), taps=taps, definition=self.definition)
+                          col_g2=s["grad"] / max(1, s["blocks"]), taps=taps, definition=self.definition,
+                          row_g2=row_g2)
 

@@ -79,7 +79,7 @@ class ScaleGraph:
         self.exact = bool(exact)
         self.affine = [i for i in netinfo.rescalable_layers(net) if i <= last]
         self.names = [net.layer_names[i] for i in self.affine]
-        self.parent = list(range(len(self.affine)))
+        self.parent = list(range(self._unit_count()))
         self.pinned_ids = set()
         self.reasons = {}
         self.columns = {}
@@ -104,6 +104,10 @@ class ScaleGraph:
         """Pin affine layer k (and so its scale group); the first reason given is kept."""
         self.pinned_ids.add(int(k))
         self.reasons.setdefault(int(k), reason)
+
+    def pin_layer(self, k, reason):
+        """Pin every factor of rescalable layer k."""
+        self.pin(k, reason)
 
     def held(self, k):
         """Why affine layer k keeps its scale (a sentence), or None when it is free."""
@@ -137,7 +141,7 @@ class ScaleGraph:
         for (layer, j), (owner, _) in shared.items():
             if layer not in position or owner not in position:
                 continue
-            self.parent[self.group(position[layer])] = self.group(position[owner])
+            self._tie(self._layer_units(position[layer]), self._layer_units(position[owner]), None)
             if j == 0:
                 self._tie(self.columns[owner], self.columns[layer], None,
                           "its output is read by the weights layers '%s' and '%s' share, whose other input "
@@ -158,9 +162,13 @@ class ScaleGraph:
         label = "%s PROD" % kind if row.scale == facts.TIES else kind
         why = why or ("not homogeneous" if row.nonhomogeneous else "not known to be homogeneous")
         log.debug("layer '%s' (%s) is %s: %s keep their scale", name, label, why,
-                  ", ".join(self.names[s] for s in stopped))
+                  ", ".join(dict.fromkeys(self._label(s) for s in stopped)))
         for s in stopped:
             self.pin(s, "scale cannot pass layer '%s' (%s, %s)" % (name, label, why))
+
+    def _label(self, source):
+        """The layer a source id belongs to (here the id is the layer's index)."""
+        return self.names[source]
 
     def _channels(self, blob):
         shape = self.net.blobs[blob].data.shape
@@ -177,11 +185,23 @@ class ScaleGraph:
             srcs = [self.sources.get(b) for b in bottoms]
             if i in position:
                 self.columns[name] = self._column_sources(name, kind, srcs[0])
-                self.sources[tops[0]] = np.full(self._channels(tops[0]), position[i])
+                self.sources[tops[0]] = self._own_sources(position[i], self._channels(tops[0]))
                 continue
             outs = self._propagate(name, kind, bottoms, tops, srcs)
             for top, src in zip(tops, outs):
                 self.sources[top] = src if src is not None else np.full(self._channels(top), -1)
+
+    def _unit_count(self):
+        """Number of factors before ties: one per rescalable layer."""
+        return len(self.affine)
+
+    def _layer_units(self, k):
+        """The ids of rescalable layer k's factors (here one: k)."""
+        return np.array([k])
+
+    def _own_sources(self, k, channels):
+        """The source array of rescalable layer k's top: its index on every channel (one factor)."""
+        return np.full(channels, k)
 
     def _propagate(self, name, kind, bottoms, tops, srcs):
         """Source arrays of the tops of a non-affine layer (None entries mean 'no factor')."""
@@ -234,3 +254,72 @@ class ScaleGraph:
         """EltwiseParameter.operation: PROD = 0, SUM = 1 (default), MAX = 2."""
         param = netinfo.layer_param(self.net, name)
         return int(param.eltwise_param.operation) if param is not None else 1
+
+
+class ChannelGraph(ScaleGraph):
+    """A ScaleGraph with one factor per output channel of each convolution (``exact`` rescaling).
+
+    Multiplying output channel c of convolution k (row c of W_k and b_k(c)) by d_c > 0 and dividing
+    the weight columns that read channel c by d_c keeps the net's function exactly, through every
+    layer that passes a scale per channel (ReLU: max(d·x, 0) = d·max(x, 0) for each channel; pooling,
+    Dropout, Concat, Split). Per-layer factors are the special case d_c = Δ_k for all c. They are the
+    freedom a residual net needs: in a block a-b-c whose output is added to the trunk, Π of the
+    per-layer factors is fixed (``ChannelFactors``).
+
+    Ids in the source arrays are *units*, one per (layer, output channel) of a convolution and one
+    per other rescalable layer (InnerProduct, Deconvolution and Scale keep one factor, so their
+    columns need only per-column statistics). Ties and pins act on units: an Eltwise SUM ties
+    channel c of its inputs with channel c, a barrier pins only the channels that reach it, and
+    ``exact`` ties every channel of the net's output into one factor."""
+
+    #: Layer types whose output channels get their own factors.
+    PER_CHANNEL = ("Convolution",)
+
+    def _unit_count(self):
+        self.units = []
+        first = 0
+        for i in self.affine:
+            count = self._channels(self.net.top_names[self.net.layer_names[i]][0]) \
+                if self.net.layer_types[i] in self.PER_CHANNEL else 1
+            self.units.append(np.arange(first, first + count))
+            first += count
+        self.unit_layer = np.concatenate([np.full(len(u), k) for k, u in enumerate(self.units)]) \
+            if self.units else np.zeros(0, dtype=int)
+        return first
+
+    def _layer_units(self, k):
+        return self.units[k]
+
+    def _own_sources(self, k, channels):
+        units = self.units[k]
+        return units if len(units) == channels else np.full(channels, units[0])
+
+    def _label(self, source):
+        return self.names[self.unit_layer[source]]
+
+    def pin_layer(self, k, reason):
+        for unit in self.units[k]:
+            self.pin(unit, reason)
+
+    def unit_pinned(self):
+        """Boolean per unit: its factor is held (its group contains a pinned unit)."""
+        roots = {self.group(p) for p in self.pinned_ids}
+        return np.array([self.group(u) in roots for u in range(len(self.unit_layer))], dtype=bool)
+
+    def pinned(self, k):
+        return bool(self.unit_pinned()[self.units[k]].all())
+
+    def held(self, k):
+        """Why layer k keeps its scale: a sentence when every one of its channels is held, else None."""
+        pinned = self.unit_pinned()
+        if not pinned[self.units[k]].all():
+            return None
+        roots = {self.group(u) for u in self.units[k]}
+        for p in sorted(self.pinned_ids):
+            if self.group(p) in roots:
+                owner = self.unit_layer[p]
+                if owner == k:
+                    return self.reasons.get(p, "pinned")
+                return "shares one factor with '%s', which is held: %s" % (self.names[owner],
+                                                                          self.reasons.get(p, "pinned"))
+        return "pinned"

@@ -46,6 +46,7 @@ from magic_init.algorithm import netinfo, patches, weight_init
 from magic_init.algorithm.runner import training_dropout
 from magic_init.choices import check_init, check_normalize
 from magic_init.errors import MagicInitError, NetDefinitionError
+from magic_init.progress import VERBOSE
 
 log = logging.getLogger(__name__)
 
@@ -184,14 +185,22 @@ class WithinLayer:
         shared = netinfo.shared_params(net)
         keepers = _shared_weight_keepers(net, selected, shared)
         reports = []
-        for index in runner.bar(netinfo.affine_layers(net), "Algorithm 1 (layers)"):
+        affine = netinfo.affine_layers(net)
+        for position, index in enumerate(runner.bar(affine, "Algorithm 1 (layers)"), 1):
             name = net.layer_names[index]
             if index not in selected:
                 log.info("layer '%s': weights kept", name)
                 reports.append({"layer": name, "action": "kept"})
                 continue
+            log.log(VERBOSE, "Algorithm 1: layer '%s' (%s, %d of %d affine layers): %s", name, net.layer_types[index],
+                    position, len(affine), "centering (weights shared with '%s')" % keepers[name] if name in keepers
+                    else "drawing %s weights, normalizing its outputs" % self._kind_for(net.layer_types[index]))
             reports.append(self.initialize_layer(net, runner, index, shared, keepers.get(name)))
         return reports
+
+    def _kind_for(self, kind):
+        """The init a layer of type ``kind`` is asked for (fully connected: gaussian unless --data-driven-fc)."""
+        return "gaussian" if kind == "InnerProduct" and not self.data_driven_fc else self.init
 
     def initialize_layer(self, net, runner, index, shared=None, weights_from=None):
         """Draw weights for layer ``index``, forward the sample to it, normalize its outputs.
@@ -246,6 +255,12 @@ class WithinLayer:
         if dead.any():
             log.warning("layer '%s': %d dead channel(s) (constant on the sample): weights kept, output set to β",
                         name, int(dead.sum()))
+        live = std[~dead]
+        log.log(VERBOSE, "Algorithm 1: layer '%s': outputs before normalization: mean %.3g, std %.3g (per channel "
+                "%.3g to %.3g, %s); now %s, %s", name, float(np.mean(mean)), float(np.sqrt(np.mean(std ** 2))),
+                float(live.min()) if live.size else 0.0, float(live.max()) if live.size else 0.0,
+                "%d channels" % len(std), "mean %g" % self.beta if own_bias else "not centered (no bias of its own)",
+                "unit variance per channel" if unit == "channel" else "unit variance over the layer")
         log.info("layer '%s': initialized (%s%s)", name, used, ", " + reason if reason else "")
         return {"layer": name, "action": "initialized", "init": used, "reason": reason,
                 "dead_channels": int(dead.sum())}
@@ -279,7 +294,7 @@ class WithinLayer:
             return "gaussian", "fully connected (data-driven inits on convolutions only; --data-driven-fc)"
         if kind == "Deconvolution":
             reason = "no data-driven init for Deconvolution"
-            log.info("layer '%s': %s; falling back to gaussian", name, reason)
+            log.warning("layer '%s': %s init impossible: %s; falling back to gaussian", name, self.init, reason)
         else:
             rows, reason = self.data_driven_rows(net, runner, index)
             if rows is not None:

@@ -7,12 +7,40 @@ the package imports where only one of them is installed.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 
 from magic_init.errors import BackendError
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "caffe", "torch")
+
+#: glog's threshold for Caffe's own log lines (0 INFO, 1 WARNING, 2 ERROR, 3 FATAL). libcaffe reads
+#: it from the environment once, when ``import caffe`` loads it: it must be set before that.
+GLOG_ENV = "GLOG_minloglevel"
+
+
+def set_caffe_log_level(quiet=False):
+    """Steer Caffe's glog output (pycaffe backend) before caffe is imported.
+
+    ``quiet``: errors only (GLOG_minloglevel at least 2, whatever the environment says). Otherwise
+    warnings and errors (1), unless GLOG_minloglevel is set: then it is the user's choice (0 brings
+    back Caffe's net-construction log, hundreds of lines per net). Returns the level in force; once
+    caffe is imported a change only reaches new processes (logged at DEBUG)."""
+    current = os.environ.get(GLOG_ENV, "").strip()
+    try:
+        level = int(current) if current else None
+    except ValueError:
+        level = None
+    if quiet:
+        level = max(level if level is not None else 0, 2)
+    elif level is None:
+        level = 1
+    os.environ[GLOG_ENV] = str(level)
+    if "caffe" in sys.modules:
+        log.debug("caffe is already imported: %s=%d takes effect only in new processes", GLOG_ENV, level)
+    return level
 
 
 def _pycaffe_available():

@@ -37,7 +37,7 @@ def test_rates_within_2x_after_rescaling_a_gaussian_init():
     net, x = gaussian_net(small_convnet(), boost={"conv1": 30.0, "fc3": 0.1}), sample()
     before = measured_rates(net, x)
     assert spread(before) > 100
-    report = rescale(net, x, batch_size=8)["BetweenLayer"]
+    report = rescale(net, x, batch_size=8, factors="layer")["BetweenLayer"]
     assert spread(measured_rates(net, x)) < 2 and report["iterations"] == 20
 
 

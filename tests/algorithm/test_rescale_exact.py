@@ -81,11 +81,11 @@ def pixels(n, seed=1, shape=(1, 28, 28)):
     return np.random.default_rng(seed).random((n,) + shape, dtype=np.float32)
 
 
-def rescaled_deviation(net, weights, x, blob, batch, exact):
+def rescaled_deviation(net, weights, x, blob, batch, exact, channels=True):
     """Load ``weights``, run Algorithm 2 alone, return (report, deviation, same argmax)."""
     set_weights(net, weights)
     before = forward_batches(net, x, blob, batch)
-    report = run_passes(net, x, [BetweenLayer(seed=1, exact=exact)], batch_size=batch)["BetweenLayer"]
+    report = run_passes(net, x, [BetweenLayer(seed=1, exact=exact, channels=channels)], batch_size=batch)["BetweenLayer"]
     after = forward_batches(net, x, blob, batch)
     c, dev = deviation(before, after)
     same = bool((before.argmax(axis=1) == after.argmax(axis=1)).all())
@@ -129,13 +129,19 @@ def test_rescale_keeps_caffenet_exactly_and_holds_conv1_conv2():
     x = (np.random.default_rng(1).standard_normal((2, 3, 227, 227)) * 50).astype(np.float32)
     weights = reparameterize(random_weights(net), "conv4", "conv5")
     report, c, exact_dev, same = rescaled_deviation(net, weights, x, "fc8", 2, exact=True)
+    per_layer, c_layer, layer_dev, same_layer = rescaled_deviation(net, weights, x, "fc8", 2, exact=True,
+                                                                   channels=False)
     _, _, approx_dev, _ = rescaled_deviation(net, weights, x, "fc8", 2, exact=False)
-    print("\ncaffenet deviation: exact %.3g (factor %.6g), LRN passed %.3g" % (exact_dev, c, approx_dev))
-    assert c > 0 and exact_dev < TOLERANCE and same
-    assert report["held"] == {"conv1": "scale cannot pass layer 'norm1' (LRN, not homogeneous)",
-                              "conv2": "scale cannot pass layer 'norm2' (LRN, not homogeneous)"}
-    assert report["scale"]["conv4"] < 0.1
-    assert approx_dev > 10 * exact_dev
+    print("\ncaffenet deviation: exact %.3g (factor %.6g; per layer %.3g), LRN passed %.3g"
+          % (exact_dev, c, layer_dev, approx_dev))
+    held = {"conv1": "scale cannot pass layer 'norm1' (LRN, not homogeneous)",
+            "conv2": "scale cannot pass layer 'norm2' (LRN, not homogeneous)"}
+    for result in (report, per_layer):
+        assert result["held"] == held
+    assert c > 0 and exact_dev < TOLERANCE and same and report["factors"] == "per channel"
+    assert c_layer > 0 and layer_dev < TOLERANCE and same_layer
+    assert per_layer["scale"]["conv4"] < 0.1              # one factor per layer: it undid the x 100
+    assert approx_dev > 10 * max(exact_dev, layer_dev)
 
 
 # --- the change-rate spread: predicted and measured ---------------------------------------------------------

@@ -96,7 +96,7 @@ def test_rescaling_scales_a_shared_blob_once_and_keeps_the_function():
     net, x = engine_net(zero=False), sample()
     weight = net.params["conv_a"][0].data.copy()
     before = forward_batches(net, x, "fc", 8)
-    report = rescale(net, x, batch_size=8, max_iter=30)["BetweenLayer"]
+    report = rescale(net, x, batch_size=8, max_iter=30, factors="layer")["BetweenLayer"]
     assert report["scale"]["conv_a"] == report["scale"]["conv_c"] != 1.0
     assert "'conv_a' and 'conv_c' share" in report["held"]["conv_b"]
     np.testing.assert_allclose(net.params["conv_a"][0].data, weight * report["scale"]["conv_a"], rtol=1e-5)
@@ -137,3 +137,19 @@ def test_sharing_only_a_bias_is_refused():
     x = np.random.default_rng(0).standard_normal((16, 5)).astype(np.float32)
     with pytest.raises(NetDefinitionError, match="layer 'fc3' shares its bias with 'fc2' but not its weights"):
         WithinLayer()(net, SampleRunner(net, x, 8))
+
+
+def test_per_channel_rescaling_scales_a_shared_blob_once_and_keeps_the_function():
+    """Per-channel factors: conv_a's and conv_c's output channels are tied unit by unit, the shared
+    blob is scaled once (both layers still read one array) and the output is unchanged."""
+    net, x = engine_net(zero=False), sample()
+    weight = net.params["conv_a"][0].data.copy()
+    before = forward_batches(net, x, "fc", 8)
+    report = rescale(net, x, batch_size=8)["BetweenLayer"]
+    assert report["factors"] == "per channel" and report["output_scale"] == 1.0
+    assert report["scale"]["conv_a"] == report["scale"]["conv_c"]
+    np.testing.assert_array_equal(net.params["conv_a"][0].data, net.params["conv_c"][0].data)
+    ratio = net.params["conv_a"][0].data / weight
+    assert not np.allclose(ratio, 1.0)                  # it moved, by one factor per output channel
+    np.testing.assert_allclose(ratio, ratio[:, :1, :1, :1] * np.ones_like(ratio), rtol=1e-5)
+    np.testing.assert_allclose(forward_batches(net, x, "fc", 8), before, rtol=1e-3, atol=1e-5 * np.abs(before).max())

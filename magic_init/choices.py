@@ -18,6 +18,9 @@ DATA_DRIVEN_KINDS = ("pca", "zca", "kmeans", "rand")
 RATE_DEFINITIONS = ("gradient", "eq4")
 #: What Algorithm 1 scales to unit variance: each output channel (the paper) or the layer as a whole.
 NORMALIZE_UNITS = ("channel", "layer", "conv-layer")
+#: The default: per layer for convolutions, per channel for fully connected layers (docs/TRAINING.md,
+#: session 6: level with "channel" on the short schedule, ahead on the long one).
+DEFAULT_NORMALIZE = "conv-layer"
 RESCALE_FACTORS = ("channel", "layer")
 
 

@@ -21,7 +21,7 @@ import warnings
 import click
 
 from magic_init import __version__, resources
-from magic_init.choices import INIT_KINDS, NORMALIZE_UNITS, RATE_DEFINITIONS, RESCALE_FACTORS
+from magic_init.choices import DEFAULT_NORMALIZE, INIT_KINDS, NORMALIZE_UNITS, RATE_DEFINITIONS, RESCALE_FACTORS
 from magic_init.errors import MagicInitError
 from magic_init.io import STDOUT, atomic_write, check_output, same_file
 
@@ -289,7 +289,7 @@ def cli():
 @click.option("--whitening-eps", default=1e-3, show_default=True, type=FiniteFloat(0, closed=False),
               help="Whitening regularization of pca/zca/kmeans/rand: ε added to the patch covariance's "
                    "eigenvalues, relative to their mean (larger: smoother filters).")
-@click.option("--normalize", type=click.Choice(NORMALIZE_UNITS), default="channel", show_default=True,
+@click.option("--normalize", type=click.Choice(NORMALIZE_UNITS), default=DEFAULT_NORMALIZE, show_default=True,
               help="What Algorithm 1 scales to unit variance: each output channel (the paper's Alg. 1), "
                    "the layer as a whole (one factor per layer: the drawn rows keep their relative norms), "
                    "or the layer for convolutions and each channel for fully connected layers (conv-layer).")

@@ -82,7 +82,8 @@ def test_within_layer_gives_every_channel_mean_beta_and_unit_std_on_the_sample(p
     7.3e-7 and 7.5e-7 (float32 round-off only; fc6-fc8 fall back to gaussian with kmeans: 64 rows < 4096
     outputs)."""
     _, net, x = fresh_caffenet(photo_sample, 64)
-    report = magic_init.initialize(net, x, init=init, between_layer=False, stats_dropout=False)["WithinLayer"]
+    report = magic_init.initialize(net, x, init=init, between_layer=False, stats_dropout=False,
+                                     normalize="channel")["WithinLayer"]
     assert [r["layer"] for r in report if r["action"] == "initialized"] == AFFINE
     assert all(r["dead_channels"] == 0 for r in report)
     acts = activation_stats(net, SampleRunner(net, x, 16))

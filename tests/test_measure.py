@@ -24,7 +24,7 @@ def sample():
 
 def test_stats_after_initialization_show_beta_unit_std_and_no_spread(sample):
     net = small_convnet()
-    initialize(net, sample, batch_size=8, between_layer=False, beta=0.1)
+    initialize(net, sample, batch_size=8, between_layer=False, beta=0.1, normalize="channel")
     stats = measure(net, sample, batch_size=8)
     assert [l["layer"] for l in stats["layers"]] == ["conv1", "conv2", "fc3", "fc4"]
     for layer in stats["layers"]:

@@ -22,7 +22,7 @@ from magic_init.algorithm.between_layer import BetweenLayer
 from magic_init.algorithm.runner import SampleRunner
 from magic_init.algorithm.weight_init import WHITENING_EPS
 from magic_init.algorithm.within_layer import WithinLayer
-from magic_init.choices import INIT_KINDS, check_factors
+from magic_init.choices import DEFAULT_NORMALIZE, INIT_KINDS, check_factors
 
 __all__ = ["initialize", "rescale", "build_passes", "run_passes", "WithinLayer", "BetweenLayer", "SampleRunner", "INIT_KINDS"]
 
@@ -50,7 +50,7 @@ def run_passes(net, sample, passes, batch_size=16, progress=False):
 def build_passes(within_layer=True, between_layer=True, init="gaussian", beta=0.1, layers=None, seed=0,
                  max_patches=10000, max_patch_mb=1024, data_driven_fc=False, stats_dropout=True,
                  whitening_eps=WHITENING_EPS, alpha=0.25, max_iter=10, tol=DEFAULT_TOL, rounds=2, rate="gradient",
-                 exact=False, verify=False, rate_dropout=True, normalize="channel", factors="channel"):
+                 exact=False, verify=False, rate_dropout=True, normalize=DEFAULT_NORMALIZE, factors="channel"):
     """The passes of one run, validated before any of them runs (an unknown ``init`` or ``rate``
     raises ValueError here). The one place that turns options into passes: ``initialize``,
     ``rescale`` and the CLI all build them here.
@@ -83,7 +83,7 @@ def build_passes(within_layer=True, between_layer=True, init="gaussian", beta=0.
 def initialize(net, sample, init="gaussian", beta=0.1, between_layer=True, alpha=0.25, max_iter=10,
                tol=DEFAULT_TOL, batch_size=16, layers=None, seed=0,
                max_patches=10000, max_patch_mb=1024, rounds=2, rate="gradient", progress=False, verify=False,
-               data_driven_fc=False, rate_dropout=True, stats_dropout=True, normalize="channel"):
+               data_driven_fc=False, rate_dropout=True, stats_dropout=True, normalize=DEFAULT_NORMALIZE):
     """Algorithm 1 on the affine layers named in ``layers`` (None: every affine layer; the others keep
     their weights), then, with ``between_layer``, Algorithm 2 on all affine layers (LRN passed
     approximately: the net is being initialized, its function need not be kept). ``verify``: Algorithm 2
@@ -91,7 +91,8 @@ def initialize(net, sample, init="gaussian", beta=0.1, between_layer=True, alpha
     ``init`` also for fully connected layers (default: convolutions only, gaussian rows for fully
     connected ones). ``rate_dropout``: Algorithm 2 measures with Dropout active, as training runs;
     ``stats_dropout``: so does Algorithm 1 (its μ, σ are then those under dropout noise).
-    ``normalize``: Algorithm 1 scales each output channel ("channel") or the layer ("layer").
+    ``normalize``: Algorithm 1 scales each output channel ("channel"), the layer ("layer"), or the
+    layer for convolutions and each channel for fully connected layers ("conv-layer", the default).
     Returns the passes' reports."""
     passes = build_passes(between_layer=between_layer, init=init, beta=beta, layers=layers, seed=seed,
                           max_patches=max_patches, max_patch_mb=max_patch_mb, data_driven_fc=data_driven_fc,

@@ -9,9 +9,10 @@ per-output-channel mean μ(i) and standard deviation σ(i) over images and posit
 
 so that z_k(i) has mean β and unit variance on the sample. With ``normalize="layer"`` every row is
 divided by the layer's root-mean-square σ_L = (mean_i σ(i)²)^(1/2) instead (b_k(i) ← β − μ(i)/σ_L):
-the layer's outputs have unit variance on average and the drawn rows keep their relative norms
-(the paper's Alg. 1 is per channel, the default; ``"conv-layer"``: per layer for convolutions, per
-channel for fully connected layers). A layer whose per-channel statistics rest on
+the layer's outputs have unit variance on average and the drawn rows keep their relative norms.
+``"conv-layer"`` (the default, ``choices.DEFAULT_NORMALIZE``): per layer for convolutions, per channel
+for fully connected layers; ``"channel"`` is the paper's Alg. 1 for every layer (docs/TRAINING.md
+compares the three on the benchmark suite). A layer whose per-channel statistics rest on
 fewer than ``MIN_VALUES_PER_CHANNEL`` values (a fully connected layer on a sample of a few images)
 is normalized as a whole either way. A layer without a bias blob cannot be centered at β: its rows
 are negated where that makes the mean output non-negative (W(i, :) ← −W(i, :) where μ(i) < 0; the
@@ -44,7 +45,7 @@ import numpy as np
 
 from magic_init.algorithm import netinfo, patches, weight_init
 from magic_init.algorithm.runner import training_dropout
-from magic_init.choices import check_init, check_normalize
+from magic_init.choices import DEFAULT_NORMALIZE, check_init, check_normalize
 from magic_init.errors import MagicInitError, NetDefinitionError
 from magic_init.progress import VERBOSE
 
@@ -165,7 +166,7 @@ class WithinLayer:
 
     def __init__(self, init="gaussian", beta=0.1, layers=None, seed=0,
                  max_patches=10000, max_patch_mb=1024, data_driven_fc=False, dropout=True,
-                 whitening_eps=weight_init.WHITENING_EPS, normalize="channel"):
+                 whitening_eps=weight_init.WHITENING_EPS, normalize=DEFAULT_NORMALIZE):
         check_init(init)
         check_normalize(normalize)
         self.normalize = normalize

@@ -38,7 +38,8 @@ n = net(False)
 for blobs in n.params.values():
     for b in blobs:
         b.data[...] = 0
-report = initialize(n, x, init="kmeans", between_layer=False, stats_dropout=False)  # TEST-phase statistics
+# TEST-phase statistics, per channel
+report = initialize(n, x, init="kmeans", between_layer=False, stats_dropout=False, normalize="channel")
 stats = {}
 for layer in ("conv1", "conv2", "fc3", "fc4"):
     n2 = n                                                # tops are overwritten in place by ReLU:
@@ -79,7 +80,7 @@ for blobs in n.params.values():
     for b in blobs:
         b.data[...] = 0
 x = (np.random.RandomState(1).randn(40, 3, 8, 8) * 5 + 1).astype(np.float32)
-report = initialize(n, x, batch_size=8, between_layer=False, stats_dropout=False)["WithinLayer"]
+report = initialize(n, x, batch_size=8, between_layer=False, stats_dropout=False, normalize="channel")["WithinLayer"]
 out = []
 for i in range(0, len(x), 8):
     n.blobs["data"].data[...] = x[i:i + 8]

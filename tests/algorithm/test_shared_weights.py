@@ -76,7 +76,7 @@ def test_a_shared_weight_blob_is_drawn_once_and_normalizes_its_first_layer(share
     own bias conv_c's outputs are centered at β."""
     net, x = engine_net(shared_bias), sample()
     assert net.params["conv_a"][0] is net.params["conv_c"][0]             # the engine shares the blob
-    reports = {r["layer"]: r for r in initialize(net, x, batch_size=8, between_layer=False,
+    reports = {r["layer"]: r for r in initialize(net, x, batch_size=8, between_layer=False, normalize="channel",
                                                  stats_dropout=False)["WithinLayer"]}
     assert [reports[n]["action"] for n in ("conv_a", "conv_b", "conv_c", "fc")] == \
         ["initialized", "initialized", "shared", "initialized"]
@@ -109,7 +109,8 @@ def test_a_kept_layer_keeps_the_weights_it_shares():
     net, x = engine_net(), sample()
     net.params["conv_a"][0].data[...] = np.random.default_rng(2).standard_normal((6, 3, 3, 3))
     weight = net.params["conv_a"][0].data.copy()
-    reports = initialize(net, x, batch_size=8, between_layer=False, layers=["conv_a", "conv_b", "fc"])["WithinLayer"]
+    reports = initialize(net, x, batch_size=8, between_layer=False, normalize="channel",
+                         layers=["conv_a", "conv_b", "fc"])["WithinLayer"]
     assert [r["action"] for r in reports] == ["shared", "initialized", "kept", "initialized"]
     np.testing.assert_array_equal(net.params["conv_c"][0].data, weight)
 

@@ -183,7 +183,7 @@ def test_depthwise_convolution_gets_data_driven_rows_and_normalized_outputs(kind
     from magic_init.algorithm.runner import SampleRunner
     net = depthwise_net()
     x = (np.random.default_rng(1).standard_normal((16, 3, 12, 12)) * 5 + 2).astype(np.float32)
-    reports = WithinLayer(init=kind, beta=0.1)(net, SampleRunner(net, x, 8))
+    reports = WithinLayer(init=kind, beta=0.1, normalize="channel")(net, SampleRunner(net, x, 8))
     assert [(r["layer"], r["init"], r["reason"]) for r in reports] == [(n, kind, "") for n in ("conv1", "dw", "pw")]
     for name in ("conv1", "dw", "pw"):
         assert all(np.all(np.isfinite(b.data)) for b in net.params[name])
@@ -201,7 +201,7 @@ def test_constant_images_fall_back_to_gaussian_with_a_warning_and_no_nan(kind, c
     net = depthwise_net(pad=0)
     x = np.full((16, 3, 12, 12), 3.0, np.float32)
     with caplog.at_level(logging.WARNING, logger="magic_init"):
-        reports = WithinLayer(init=kind, beta=0.1)(net, SampleRunner(net, x, 8))
+        reports = WithinLayer(init=kind, beta=0.1, normalize="channel")(net, SampleRunner(net, x, 8))
     for report in reports:
         assert report["init"] == "gaussian" and "zero-variance" in report["reason"]
         assert any(r.levelname == "WARNING" and "'%s'" % report["layer"] in r.getMessage()

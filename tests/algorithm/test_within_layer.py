@@ -32,7 +32,7 @@ def channel_stats(net, x, layer, batch=8):
 @pytest.mark.parametrize("init", ["gaussian", "pca", "zca", "kmeans", "rand"])
 def test_every_channel_has_mean_beta_and_unit_std(init):
     net, x = small_convnet(), sample()
-    reports = WithinLayer(init=init, beta=BETA)(net, SampleRunner(net, x, 8))
+    reports = WithinLayer(init=init, beta=BETA, normalize="channel")(net, SampleRunner(net, x, 8))
     assert [r["action"] for r in reports] == ["initialized"] * 4
     for layer in ("conv1", "conv2", "fc3", "fc4"):
         mean, std = channel_stats(net, x, layer)
@@ -47,7 +47,7 @@ def test_layer_normalization_gives_unit_mean_variance_and_keeps_relative_row_nor
     per_layer = WithinLayer(init="gaussian", beta=BETA, normalize="layer")
     per_layer(net, SampleRunner(net, x, 8))
     other = small_convnet()
-    WithinLayer(init="gaussian", beta=BETA)(other, SampleRunner(other, x, 8))
+    WithinLayer(init="gaussian", beta=BETA, normalize="channel")(other, SampleRunner(other, x, 8))
     for layer in ("conv1", "conv2", "fc3", "fc4"):
         mean, std = channel_stats(net, x, layer)
         np.testing.assert_allclose(mean, BETA, atol=0.02)
@@ -79,7 +79,7 @@ def test_a_layer_with_few_values_per_channel_is_normalized_as_a_whole():
     """fc3/fc4 see one value per image: on 8 images their σ per channel is noise, so one σ per layer;
     the convolutions (8 images x positions) stay per channel."""
     net, x = small_convnet(), sample(n=8)
-    WithinLayer(init="gaussian", beta=BETA)(net, SampleRunner(net, x, 4))
+    WithinLayer(init="gaussian", beta=BETA, normalize="channel")(net, SampleRunner(net, x, 4))
     for layer in ("conv1", "conv2"):
         np.testing.assert_allclose(channel_stats(net, x, layer, batch=4)[1], 1, atol=0.02)
     for layer in ("fc3", "fc4"):
@@ -102,7 +102,7 @@ def test_a_layer_without_bias_has_rows_turned_to_a_non_negative_mean_output(init
     layer { name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2"
             convolution_param { num_output: 16 kernel_size: 3 bias_term: false } }""")
     net, x = Net(param, seed=0), sample() + 3
-    WithinLayer(init=init, beta=BETA)(net, SampleRunner(net, x, 8))
+    WithinLayer(init=init, beta=BETA, normalize="channel")(net, SampleRunner(net, x, 8))
     for layer in ("conv1", "conv2"):
         mean, std = channel_stats(net, x, layer)
         assert (mean >= -1e-4).all(), (layer, mean)

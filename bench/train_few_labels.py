@@ -386,6 +386,14 @@ def verdict_line(judged):
 SAME_INIT_IN_ORIGINAL = {"ours-gaussian": "orig-elwise", "ours-kmeans": "orig-kmeans"}
 
 
+def judged_arms(judge=None):
+    """The (arm, with Alg. 2) pairs the verdict lines judge: ``judge`` (the arm that stands for our
+    default, e.g. a variant spelling out the default with another sample size) first, if given."""
+    if not judge:
+        return JUDGED_ARMS
+    return ((judge, True),) + tuple(arm for arm in JUDGED_ARMS if arm[0] != judge)
+
+
 def verdict(rows, default=JUDGED_ARMS[0]) -> dict:
     """Our arm ``default`` against the best Caffe filler, the best original arm and the original arm
     with the same init (all with the seed spread: "within" when |margin| <= the larger std)."""
@@ -394,7 +402,7 @@ def verdict(rows, default=JUDGED_ARMS[0]) -> dict:
         return {}
     ours = by[default]
     out = {"ours": arm_tag(*default), "ours_mean": ours["final_mean"], "ours_std": ours["final_std"]}
-    same = SAME_INIT_IN_ORIGINAL.get(default[0])
+    same = SAME_INIT_IN_ORIGINAL.get(default[0], "orig-kmeans" if "kmeans" in default[0] else "orig-elwise")
     for label, pick in (("filler", lambda r: r["init"].startswith("caffe-")),
                         ("original", lambda r: r["init"].startswith("orig-")),
                         ("original, same init", lambda r: (r["init"], r["alg2"]) == (same, default[1]))):
@@ -452,7 +460,7 @@ def report(results: dict, out: Path, args, seconds: float) -> dict:
                 net, schedule, s.iters, s.base_lr, ", x0.1 after %d" % s.stepsize if s.stepsize else "")
             rows = summarize(part)
             checkpoints = checkpoint_rows(part)
-            judged = [v for v in (verdict(rows, arm) for arm in JUDGED_ARMS) if v]
+            judged = [v for v in (verdict(rows, arm) for arm in judged_arms(args.judge)) if v]
             png = out / ("curves_%s_%s.png" % (net, schedule))
             markdown += table_lines(rows, title) + [""] + checkpoint_lines(checkpoints) + [""]
             markdown += [line for v in judged for line in (verdict_line(v), "")] + ["![%s](%s)" % (title, png.name), ""]
@@ -496,6 +504,8 @@ def main(argv=None):
     ap.add_argument("--report-only", action="store_true",
                     help="no new runs: tables, JSON and plots from the finished runs in the work folder")
     ap.add_argument("--out", default=str(REPO / "out" / "train_few_labels"), help="JSON and PNG folder")
+    ap.add_argument("--judge", help="the arm the verdict lines judge as our default (besides ours-gaussian "
+                                    "and ours-kmeans), e.g. a variant")
     args = ap.parse_args(argv)
     nets, schedules = args.nets.split(","), args.schedules.split(",")
     for name, known in ((nets, NETS), (schedules, SCHEDULES)):

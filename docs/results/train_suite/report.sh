@@ -3,7 +3,7 @@
 # Variants spell out --normalize channel where they were made before conv-layer became the default (session 6).
 cd "$(dirname "$0")/../../.."
 ORIG=${ORIG:?set ORIG to a snapshot of github philkr/magic_init}
-OMP_NUM_THREADS=1 python3 bench/train_few_labels.py --report-only --nets small,caffenet,vgg --schedules short,long --original $ORIG --out docs/results/train_suite \
+OMP_NUM_THREADS=1 python3 bench/train_few_labels.py --report-only --nets small,caffenet,vgg --schedules short,long --original $ORIG --out docs/results/train_suite --judge ours-convlayer320 \
  --arms caffe-gaussian,caffe-xavier,caffe-msra,orig-kmeans,orig-elwise,ours-convlayer320,ours-channel,ours-kmeans-channel,ours-gaussian-tp,ours-pca-tp,ours-kmeans-tp,ours-kmeans-sd,ours-gaussian-n320,ours-gaussian-beta0,ours-kmeans-old,ours-kmeans-fcgauss,ours-kmeans-ratedrop,ours-kmeans-eps01,ours-kmeans-eps1,ours-gaussian-testrates,ours-layer,ours-convlayer \
  --variant gaussian-tp="--init gaussian --no-stats-dropout --normalize channel" \
  --variant pca-tp="--init pca --no-stats-dropout --normalize channel" \

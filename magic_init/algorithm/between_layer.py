@@ -46,7 +46,9 @@ function only where every layer f between layer k and the layers that undo Δ_k 
 f(Δ·x) = Δ·f(x), Δ > 0. With ``exact`` the scale graph lets a factor pass only such layers (LRN
 becomes a barrier) and ties all output channels into one factor, so after rescaling
 z_N = Δ_out·z_N^before for every input, with one Δ_out > 0 (argmax, and so the predictions, are
-unchanged). Without it (initialization from scratch) LRN is passed approximately.
+unchanged). Without it (initialization from scratch) LRN is passed approximately. With ``exact`` the
+default gives each convolution output channel its own factor (``channel_factors``), which keeps the
+function just as well and is not bound by the per-block invariant of residual nets.
 
 The spread max_k C̃_k / min_k C̃_k (1 = calibrated) is logged before and after; "after" is the
 analytic prediction, unless ``verify`` measures it once more after the last step.
@@ -62,8 +64,8 @@ import logging
 import numpy as np
 
 from magic_init.algorithm import netinfo
-from magic_init.algorithm.rates import RateMeter, check_factors, scale_columns
 from magic_init.algorithm.channel_factors import ChannelFactors
+from magic_init.algorithm.rates import RateMeter, check_factors, scale_columns
 from magic_init.algorithm.scale_graph import NO_GRADIENT, ZERO_INPUT, ZERO_WEIGHTS, ChannelGraph, ScaleGraph
 from magic_init.choices import check_rate
 from magic_init.errors import MagicInitError, NetDefinitionError
@@ -99,6 +101,11 @@ class BetweenLayer:
     on the output: a scale passes only layers f with f(r·x) = r·f(x) for all r > 0 (LRN becomes a
     barrier, scale_graph.ScaleGraph), so every weight update W(:, j) ← W(:, j)·Δ_k/Δ_src(j),
     b ← Δ_k·b is undone exactly further up and z_N ← Δ_out·z_N.
+
+    ``channels`` (with ``exact`` and the "gradient" rate): one factor per convolution output channel
+    instead of per layer (``channel_factors.ChannelFactors``: one measurement, then the factors that
+    equalize the rates, whose prediction is exact for a rescaling that keeps the function; the output
+    keeps factor 1). It reaches equal rates where per-layer factors cannot, in residual blocks.
 
     ``dropout``: measure the rates with Dropout active as in training (rates.RateMeter); the
     analytic update is exact for a fixed mask, and each round draws fresh masks.

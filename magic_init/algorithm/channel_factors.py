@@ -221,9 +221,11 @@ class ChannelFactors:
             return value, np.bincount(self.layer_of_var[spread], grad[spread], minlength=self.layer_groups)
 
         # one factor per layer first (the paper's Algorithm 2, exact where it can reach equal rates) ...
-        z, first = lbfgs(per_layer, np.zeros(self.layer_groups), max_iter=max_iter,
-                         stop=lambda z: equal_enough(np.where(spread, z[np.maximum(self.layer_of_var, 0)], 0.0)))
-        x = np.where(spread, z[np.maximum(self.layer_of_var, 0)], 0.0) if self.layer_groups else np.zeros(self.size)
+        x, first = np.zeros(self.size), 0
+        if self.layer_groups:
+            z, first = lbfgs(per_layer, np.zeros(self.layer_groups), max_iter=max_iter,
+                             stop=lambda z: equal_enough(np.where(spread, z[np.maximum(self.layer_of_var, 0)], 0.0)))
+            x = np.where(spread, z[np.maximum(self.layer_of_var, 0)], 0.0)
         if equal_enough(x):
             return x, first
         # ... then channel factors from there, where per-layer ones cannot (residual blocks)

@@ -33,7 +33,21 @@ class Model:
 
 
 def read_model(prototxt, weights_path=None):
-    """The prototxt and, with ``weights_path``, its weights; a non-finite loaded value is an error."""
+    """The prototxt and, with ``weights_path``, its weights; a non-finite loaded value is an error.
+
+    Args:
+        prototxt: Path of the net definition (a prototxt; legacy formats are upgraded).
+        weights_path: Path of a caffemodel (binary, text or HDF5) whose weights to load, or None
+            (the default) for no weights.
+
+    Returns:
+        A ``Model``: ``prototxt`` (the path as given), ``net`` (the upgraded NetParameter), ``weights``
+        (``{layer: [array, ...]}``, empty without ``weights_path``) and ``weights_path``.
+
+    Raises:
+        ModelFileError: a file cannot be read or is not a Caffe model, or a loaded weight is NaN or Inf.
+        ProtoParseError: the prototxt does not parse.
+    """
     net = read_prototxt(prototxt)
     weights = read_caffemodel(weights_path).weights if weights_path else {}
     check_finite(weights, weights_path)
@@ -211,7 +225,28 @@ def build_net(model, backend="auto", device="cpu", batch_size=16, size=None, dat
     On the built-in engine every layer type is checked first, so that a net with a layer the
     engine cannot run fails naming that layer, before anything about its shapes is asked.
     ``data``/``root`` (the run's --data source) tell data layers that leave their channel count
-    to the data how many channels it has (``_guess_shapes``)."""
+    to the data how many channels it has (``_guess_shapes``).
+
+    Args:
+        model: The ``Model`` from ``read_model``; its loaded weights are copied into the net.
+        backend: "auto" (the default: pycaffe when it imports, else the built-in PyTorch engine),
+            "caffe" or "torch".
+        device: "cpu" (the default), "cuda" or "cuda:N".
+        batch_size: The batch size of the net's inputs (default 16).
+        size: ``(H, W)`` of the image input and of every data layer's images, or None (the default)
+            for the sizes the prototxt gives.
+        data: The run's --data source (list file, folder, glob or LMDB), or None (the default); only
+            used to tell a data layer's channel count.
+        root: Folder that relative paths of ``data``'s list are resolved against, or None (the default).
+        fillers: If True, the affine layers the model does not provide keep their filler values
+            instead of being zeroed (default False).
+        seed: Seed of the fillers' random draws (default 0); used only with ``fillers``.
+
+    Returns:
+        The net, in TEST phase: a ``magic_init.engine.Net`` on the "torch" backend, a
+        ``magic_init.backends.pycaffe.PycaffeNet`` on "caffe" (both with pycaffe's ``blobs``, ``params``,
+        ``layer_names``... and the instantiated ``net_param``).
+    """
     from magic_init.backends import get_net, resolve_backend
 
     chosen = resolve_backend(backend)
@@ -346,7 +381,21 @@ def save_model(path, model, net):
 
     Loaded layers that the prototxt does not have are dropped, as Caffe's copy_from ignores them.
     Nothing is written (ModelFileError) when a weight is NaN or Inf, or when an affine layer's
-    weights are all zero and were not loaded that way: such a model fails at training step 0."""
+    weights are all zero and were not loaded that way: such a model fails at training step 0.
+
+    Args:
+        path: Path of the caffemodel to write (a current-format binary caffemodel, written atomically).
+        model: The ``Model`` from ``read_model``: its prototxt's layers are written, with its loaded
+            weights for those of them the net has no parameters for.
+        net: The net (from ``build_net``) whose current parameters are written.
+
+    Returns:
+        None.
+
+    Raises:
+        ModelFileError: a weight is NaN or Inf, or an affine layer's weights are all zero and were
+            not loaded so.
+    """
     names = {layer.name for layer in model.net.layer}
     weights = {name: arrays for name, arrays in model.weights.items() if name in names and arrays}
     for name, blobs in net.params.items():
@@ -376,6 +425,30 @@ def load_sample(net, model, data=None, root=None, num_images=160, batch_size=16,
 
     ``data`` is a list file, folder, glob or LMDB; None or 'prototxt' reads the net's own data layer.
     ``progress``: a progress bar over the batches read (magic_init.progress).
+
+    Args:
+        net: The net (from ``build_net``); its image input's (N, C, H, W) shape sets the channel
+            count and, for a --data source, the image size.
+        model: The ``Model`` from ``read_model``: its net's data layer is read when ``data`` is None or
+            'prototxt', and relative paths in the prototxt are resolved against its folder.
+        data: List file, folder, glob or LMDB; None (the default) or 'prototxt' for the net's own
+            data layer.
+        root: Folder that relative list paths are resolved against, or None (the default).
+        num_images: Images in the sample (default 160); when the source has more items, they are
+            picked in a random order drawn with ``seed``.
+        batch_size: Images read per batch (default 16).
+        mean: Mean to subtract, overriding the transform's: values (e.g. B, G, R) or a .binaryproto
+            path; None (the default) keeps the source's.
+        scale: Factor the pixels are multiplied by after mean subtraction; None (the default) keeps
+            the source's.
+        size: Resize size, ``(H, W)`` or an int for a square; None (the default) keeps the source's.
+        seed: Seed of the order the images are picked in (default 0).
+        progress: If True, a progress bar over the batches read (default False).
+
+    Returns:
+        A ``magic_init.data.Sample``: ``data`` (n, C, H, W) float32 images, ``labels`` (n,) int64 or
+        None, ``names`` (the items' names), ``skipped`` (list of (item name, reason) for unreadable
+        items), ``source_size`` (items in the source) and ``used`` (n).
     """
     from magic_init.data import choose_source
     from magic_init.data import load_sample as read_sample

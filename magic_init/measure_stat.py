@@ -64,7 +64,25 @@ def measure(net, sample, batch_size=16, seed=0, progress=False, rate_dropout=Tru
     Activations are measured in TEST phase; change rates with Dropout active (``rate_dropout``),
     as Algorithm 2 equalizes them and as training sees them.
 
-    ``progress``: progress bars on stderr (one over the layers, one over the backward batches)."""
+    ``progress``: progress bars on stderr (one over the layers, one over the backward batches).
+
+    Args:
+        net: The net (``build_net``, ``Net`` or ``get_net``); its weights are not changed.
+        sample: A float32 (N, C, H, W) array for the net's first input, or a dict ``{input blob: array}``.
+        batch_size: Images per forward pass (default 16).
+        seed: Seed of the random linear loss's η and of the Dropout masks (default 0).
+        progress: If True, progress bars on stderr (default False).
+        rate_dropout: If True (the default), the change rates are measured with Dropout active;
+            if False, in the deterministic TEST phase.
+
+    Returns:
+        A dict: ``"layers"``: one dict per affine layer, in net order, with ``layer``, ``type``,
+        ``act_mean``, ``act_std``, ``act_cv``, ``channel_mean`` and ``channel_std`` (lists), and for the
+        layers whose rates are measured ``rate_mean``, ``rate_cv``, ``orig_rate_mean``, ``orig_rate_cv``
+        (floats, None when undefined), plus ``zero_weights`` (True) when the weights are all zero;
+        ``"summary"``: ``rate_spread``, ``orig_rate_spread`` and ``max_act_cv`` (see ``summarize``);
+        ``"images"``: the number of sample images measured.
+    """
     runner = SampleRunner(net, sample, batch_size, progress=progress)
     acts = activation_stats(net, runner)
     runner.pass_label = "stats: change rates"

@@ -93,7 +93,41 @@ def initialize(net, sample, init="gaussian", beta=0.1, between_layer=True, alpha
     ``stats_dropout``: so does Algorithm 1 (its μ, σ are then those under dropout noise).
     ``normalize``: Algorithm 1 scales each output channel ("channel"), the layer ("layer"), or the
     layer for convolutions and each channel for fully connected layers ("conv-layer", the default).
-    Returns the passes' reports."""
+    Returns the passes' reports.
+
+    Args:
+        net: The net (``build_net``, ``Net`` or ``get_net``); its affine layers' weights and biases are
+            changed in place.
+        sample: A float32 (N, C, H, W) array for the net's first input, or a dict ``{input blob: array}``.
+        init: Weight init before Algorithm 1's normalization: "gaussian" (the default), "pca", "zca",
+            "kmeans" or "rand" (``INIT_KINDS``); another value raises ValueError before any pass runs.
+        beta: Mean of the initialized layers' outputs (Algorithm 1; default 0.1).
+        between_layer: If True (the default), Algorithm 2 runs after Algorithm 1.
+        alpha: Damping of Algorithm 2's updates (default 0.25).
+        max_iter: Algorithm 2's analytic iterations per measurement round, at most (default 10).
+        tol: Algorithm 2 stops when max_g |log(C̃_g / C̃)| < ``tol`` (default ``DEFAULT_TOL`` = log(1.01)).
+        batch_size: Images per forward pass (default 16).
+        layers: Names of the affine layers Algorithm 1 initializes; None (the default): every one.
+        seed: Seed of Algorithm 1's random draws (default 0); Algorithm 2 draws its η with ``seed + 1``.
+        max_patches: Input patches gathered per layer for a data-driven ``init``, at most (default 10000).
+        max_patch_mb: MiB of float32 those patches may take, at most (default 1024).
+        rounds: Algorithm 2's measurement rounds, one forward+backward pass each (default 2).
+        rate: The change rate Algorithm 2 equalizes: "gradient" (the default, from the measured
+            weight gradients) or "eq4" (the paper's Eq. 4); another value raises ValueError.
+        progress: If True, progress bars on stderr for the long loops (default False).
+        verify: If True, Algorithm 2 measures the change rates once more after its last step (default False).
+        data_driven_fc: If True, a data-driven ``init`` is used for fully connected layers too (default False).
+        rate_dropout: If True (the default), Algorithm 2 measures with Dropout active.
+        stats_dropout: If True (the default), Algorithm 1 measures μ, σ with Dropout active.
+        normalize: "conv-layer" (``DEFAULT_NORMALIZE``, the default), "channel" or "layer"; another
+            value raises ValueError.
+
+    Returns:
+        A dict: ``"WithinLayer"``: Algorithm 1's list of per-layer report dicts; ``"BetweenLayer"``
+        (only with ``between_layer``): Algorithm 2's report dict (``iterations``, ``scale``,
+        ``rate_before``, ``rate_after``, ``spread_before``, ``spread_predicted``, ...); ``"seconds"``:
+        ``{pass class name: seconds it took}``.
+    """
     passes = build_passes(between_layer=between_layer, init=init, beta=beta, layers=layers, seed=seed,
                           max_patches=max_patches, max_patch_mb=max_patch_mb, data_driven_fc=data_driven_fc,
                           stats_dropout=stats_dropout, alpha=alpha, max_iter=max_iter, tol=tol, rounds=rounds,
@@ -108,7 +142,34 @@ def rescale(net, sample, alpha=0.25, max_iter=10, tol=DEFAULT_TOL, batch_size=16
     homogeneous layers, f(r·x) = r·f(x) for r > 0; the layers whose scale would have to pass another
     (LRN, Sigmoid, BatchNorm, ...) are held fixed, and the report's ``held`` says why. ``verify``:
     measure the change rates once more after the last step (``rate_measured``, ``spread_measured``).
-    ``rate_dropout``: measure with Dropout active, as fine-tuning runs."""
+    ``rate_dropout``: measure with Dropout active, as fine-tuning runs.
+
+    Args:
+        net: The net (``build_net``, ``Net`` or ``get_net``); its affine layers' weights and biases are
+            rescaled in place.
+        sample: A float32 (N, C, H, W) array for the net's first input, or a dict ``{input blob: array}``.
+        alpha: Damping of Algorithm 2's updates (default 0.25).
+        max_iter: Analytic iterations per measurement round, at most (default 10).
+        tol: Algorithm 2 stops when max_g |log(C̃_g / C̃)| < ``tol`` (default ``DEFAULT_TOL`` = log(1.01)).
+        batch_size: Images per forward pass (default 16).
+        seed: Algorithm 2 draws its η (and Dropout masks) with ``seed + 1`` (default 0).
+        rounds: Measurement rounds, one forward+backward pass each (default 2).
+        rate: The change rate equalized: "gradient" (the default, from the measured weight gradients)
+            or "eq4" (the paper's Eq. 4); another value raises ValueError.
+        progress: If True, progress bars on stderr for the long loops (default False).
+        exact: If True (the default), keep the net's function up to one positive output factor;
+            if False, rescale as ``initialize`` does (LRN passed approximately).
+        verify: If True, measure the change rates once more after the last step (default False).
+        rate_dropout: If True (the default), measure with Dropout active.
+        factors: With ``exact``: "channel" (the default) gives each convolution output channel its own
+            factor (with the "gradient" rate), "layer" one factor per layer (the paper's Algorithm 2);
+            another value raises ValueError. Without ``exact``: one factor per layer.
+
+    Returns:
+        A dict: ``"BetweenLayer"``: Algorithm 2's report dict (``iterations``, ``scale``, ``rate_before``,
+        ``rate_after``, ``spread_before``, ``spread_predicted``, ``pinned``, ``held``, ``output_scale``,
+        and with ``verify`` ``rate_measured``, ``spread_measured``); ``"seconds"``: ``{"BetweenLayer": seconds}``.
+    """
     passes = build_passes(within_layer=False, alpha=alpha, max_iter=max_iter, tol=tol, seed=seed, rounds=rounds,
                           rate=rate, exact=exact, verify=verify, rate_dropout=rate_dropout, factors=factors)
     return run_passes(net, sample, passes, batch_size, progress=progress)

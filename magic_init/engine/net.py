@@ -34,7 +34,26 @@ _PHASE_NAMES = {caffe_pb2.TRAIN: "train", caffe_pb2.TEST: "test"}
 
 
 class Net:
-    """A Caffe net run by PyTorch. See the module docstring for gradient recording."""
+    """A Caffe net run by PyTorch. See the module docstring for gradient recording.
+
+    Args:
+        net: The net definition: a prototxt path or a ``caffe_pb2.NetParameter`` (copied; legacy
+            formats upgraded). It is instantiated as Caffe's ``Net::Init`` would.
+        weights: Path of a caffemodel (binary, text or HDF5) whose weights are copied in by layer name
+            (``copy_from``), or None (the default): the parameters keep their fillers' values.
+        phase: "test" (the default) or "train" (any case), or a ``caffe_pb2`` Phase value.
+        device: "cpu" (the default), "cuda" or "cuda:N".
+        input_shapes: ``{top blob of an Input or data layer: shape}``, overriding the shapes Input
+            layers declare and supplying those a data layer cannot infer; None (the default): none.
+        level: The NetState level that selects layers by their include/exclude rules (default 0).
+        stages: The NetState stages that select layers by their include/exclude rules (default ()).
+        seed: Seed of the fillers' random draws (``numpy.random.default_rng``); None (the default)
+            draws fresh entropy.
+
+    Returns:
+        The constructed ``Net``, with pycaffe's ``blobs``, ``params``, ``layer_names``, ``layer_types``,
+        ``inputs``, ``outputs`` and the instantiated ``net_param``.
+    """
 
     def __init__(self, net, weights=None, phase="test", device="cpu", input_shapes=None,
                  level=0, stages=(), seed=None):

@@ -25,12 +25,13 @@ channel factors spread around their mean,
 
     F(u) = Σ_k (log C̃_k − mean_k log C̃_k)² + λ·Σ_k mean_{i∈k} (u_i − ū_k)²,
 
-over the free units with L-BFGS (``optimize.lbfgs``) from u = 0 (every factor 1), with F's gradient
-in closed form; it stops when every |log C̃_k − mean| < tol. Without the penalty the many more
-channels than layers leave F's minimum far from unique, and the search wanders to factors that
-equalize a layer's mean rate by making some channels much faster than others; with it, channel
-factors differ only as much as equal layer rates need (none on a chain, where one factor per layer
-reaches them). Layers other than convolutions
+with L-BFGS (``optimize.lbfgs``) and F's gradient in closed form, in two stages that both stop when
+every |log C̃_k − mean| < tol (or F stalls): first over one factor per group of tied layers (u_i = z_g
+for every channel of the group: the paper's per-layer Algorithm 2, solved exactly; it is all a chain
+needs), then, from there, over every free unit. Without the penalty the many more channels than
+layers leave F's minimum far from unique, and the search wanders to factors that equalize a layer's
+mean rate by making some channels much faster than others; with it, channel factors differ only as
+much as equal layer rates need. Layers other than convolutions
 (InnerProduct, Deconvolution, Scale) keep one factor for all their rows, so only their per-column
 statistics are needed.
 """

@@ -194,6 +194,9 @@ def test_stats_plot_with_an_unknown_format_fails_before_any_work(tmp_path):
 
 SIGNAL_DURING_WRITE = r"""
 import os, signal, sys
+# SIGINT as in a terminal: a process started in the background by a non-interactive shell inherits
+# SIGINT ignored (POSIX), and Python then keeps ignoring it
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import magic_init.io.caffemodel as caffemodel
 from magic_init.cli import main
 write_layer = caffemodel._write_layer

@@ -4,8 +4,9 @@ and without numpy, so that the CLI's --help reads them without importing the alg
 - INIT_KINDS: weight inits before Algorithm 1 (paper §3.3); DATA_DRIVEN_KINDS need the layer's
   input patches, "gaussian" does not.
 - NORMALIZE_UNITS: Algorithm 1 divides by each channel's σ ("channel", the paper's Alg. 1), by
-  the layer's root-mean-square σ ("layer": the drawn rows keep their relative norms), or per layer
-  for convolutions and per channel for fully connected layers ("conv-layer").
+  the layer's root-mean-square σ ("layer": the drawn rows keep their relative norms), per layer
+  for convolutions and per channel for fully connected layers ("conv-layer"), or one of "conv-layer"
+  and "channel" chosen by the number of convolutions ("auto", the default).
 - RESCALE_FACTORS: what exact rescaling (``--load``) gives its own factor in Algorithm 2: each
   convolution output channel ("channel") or each layer ("layer", the paper's).
 - RATE_DEFINITIONS: the change rate Algorithm 2 equalizes ("gradient": from the measured weight
@@ -17,10 +18,10 @@ INIT_KINDS = ("gaussian", "pca", "zca", "kmeans", "rand")
 DATA_DRIVEN_KINDS = ("pca", "zca", "kmeans", "rand")
 RATE_DEFINITIONS = ("gradient", "eq4")
 #: What Algorithm 1 scales to unit variance: each output channel (the paper) or the layer as a whole.
-NORMALIZE_UNITS = ("channel", "layer", "conv-layer")
-#: The default: per layer for convolutions, per channel for fully connected layers (docs/TRAINING.md,
-#: session 6: level with "channel" on the short schedule, ahead on the long one).
-DEFAULT_NORMALIZE = "conv-layer"
+NORMALIZE_UNITS = ("auto", "channel", "layer", "conv-layer")
+#: The default: "conv-layer" on nets with a deep stack of convolutions, "channel" on shallow ones
+#: (within_layer.auto_unit; docs/TRAINING.md, session 6: each wins on the benchmark nets of its kind).
+DEFAULT_NORMALIZE = "auto"
 RESCALE_FACTORS = ("channel", "layer")
 
 

@@ -292,7 +292,8 @@ def cli():
 @click.option("--normalize", type=click.Choice(NORMALIZE_UNITS), default=DEFAULT_NORMALIZE, show_default=True,
               help="What Algorithm 1 scales to unit variance: each output channel (the paper's Alg. 1), "
                    "the layer as a whole (one factor per layer: the drawn rows keep their relative norms), "
-                   "or the layer for convolutions and each channel for fully connected layers (conv-layer).")
+                   "the layer for convolutions and each channel for fully connected layers (conv-layer), "
+                   "or auto: conv-layer on nets with 4 or more convolutions, channel on shallower ones.")
 @click.option("--factors", type=click.Choice(RESCALE_FACTORS), default="channel", show_default=True,
               help="With --load and nothing re-initialized (exact rescaling, the function kept): Algorithm 2 "
                    "gives each convolution output channel its own factor, undone in the layers that read it "

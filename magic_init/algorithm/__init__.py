@@ -91,8 +91,9 @@ def initialize(net, sample, init="gaussian", beta=0.1, between_layer=True, alpha
     ``init`` also for fully connected layers (default: convolutions only, gaussian rows for fully
     connected ones). ``rate_dropout``: Algorithm 2 measures with Dropout active, as training runs;
     ``stats_dropout``: so does Algorithm 1 (its μ, σ are then those under dropout noise).
-    ``normalize``: Algorithm 1 scales each output channel ("channel"), the layer ("layer"), or the
-    layer for convolutions and each channel for fully connected layers ("conv-layer", the default).
+    ``normalize``: Algorithm 1 scales each output channel ("channel"), the layer ("layer"), the
+    layer for convolutions and each channel for fully connected layers ("conv-layer"), or "auto"
+    (the default: "conv-layer" on nets with a deep stack of convolutions, else "channel").
     Returns the passes' reports.
 
     Args:
@@ -119,8 +120,8 @@ def initialize(net, sample, init="gaussian", beta=0.1, between_layer=True, alpha
         data_driven_fc: If True, a data-driven ``init`` is used for fully connected layers too (default False).
         rate_dropout: If True (the default), Algorithm 2 measures with Dropout active.
         stats_dropout: If True (the default), Algorithm 1 measures μ, σ with Dropout active.
-        normalize: "conv-layer" (``DEFAULT_NORMALIZE``, the default), "channel" or "layer"; another
-            value raises ValueError.
+        normalize: "auto" (``DEFAULT_NORMALIZE``, the default: ``within_layer.auto_unit``), "conv-layer",
+            "channel" or "layer"; another value raises ValueError.
 
     Returns:
         A dict: ``"WithinLayer"``: Algorithm 1's list of per-layer report dicts; ``"BetweenLayer"``

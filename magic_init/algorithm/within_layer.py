@@ -10,9 +10,11 @@ per-output-channel mean μ(i) and standard deviation σ(i) over images and posit
 so that z_k(i) has mean β and unit variance on the sample. With ``normalize="layer"`` every row is
 divided by the layer's root-mean-square σ_L = (mean_i σ(i)²)^(1/2) instead (b_k(i) ← β − μ(i)/σ_L):
 the layer's outputs have unit variance on average and the drawn rows keep their relative norms.
-``"conv-layer"`` (the default, ``choices.DEFAULT_NORMALIZE``): per layer for convolutions, per channel
-for fully connected layers; ``"channel"`` is the paper's Alg. 1 for every layer (docs/TRAINING.md
-compares the three on the benchmark suite). A layer whose per-channel statistics rest on
+``"conv-layer"``: per layer for convolutions, per channel for fully connected layers; ``"channel"`` is
+the paper's Alg. 1 for every layer; ``"auto"`` (the default, ``choices.DEFAULT_NORMALIZE``) is
+``"conv-layer"`` on nets with a deep stack of convolutions and ``"channel"`` on shallow ones
+(``auto_unit``; docs/TRAINING.md compares them on the benchmark suite). A layer whose per-channel
+statistics rest on
 fewer than ``MIN_VALUES_PER_CHANNEL`` values (a fully connected layer on a sample of a few images)
 is normalized as a whole either way. A layer without a bias blob cannot be centered at β: its rows
 are negated where that makes the mean output non-negative (W(i, :) ← −W(i, :) where μ(i) < 0; the
@@ -161,6 +163,25 @@ def _shared_weight_keepers(net, selected, shared):
     return keepers
 
 
+#: ``normalize="auto"`` normalizes convolutions per layer ("conv-layer") on nets with at least this
+#: many, per channel ("channel") on shallower ones.
+DEEP_CONVOLUTIONS = 4
+
+
+def auto_unit(net):
+    """What ``normalize="auto"`` means for ``net``: "conv-layer" with DEEP_CONVOLUTIONS or more
+    convolution layers, else "channel".
+
+    Dividing each output channel by its own σ (the paper) lets the rows aligned with directions the
+    sample barely excites grow; through a deep stack of convolutions that compounds layer after
+    layer, and normalizing each convolution as a whole (the rows keep their relative norms) trains
+    better there. On the benchmark suite (docs/TRAINING.md, session 6): the 8-convolution VGG-style net
+    and the 5-convolution CaffeNet-style net train better per layer, the 2-convolution small net per
+    channel. The threshold separates these three nets; no fourth net has tested it."""
+    convolutions = sum(1 for index in netinfo.affine_layers(net) if net.layer_types[index] == "Convolution")
+    return "conv-layer" if convolutions >= DEEP_CONVOLUTIONS else "channel"
+
+
 class WithinLayer:
     """Algorithm 1 as a pass: ``WithinLayer(init='kmeans', beta=0.1)(net, runner) -> [layer reports]``."""
 
@@ -229,7 +250,7 @@ class WithinLayer:
                                  "channels)" % (name, int(bad.sum()), len(bad)))
         if weights_from is not None:
             return self._center_shared(net, runner, name, mean, own_bias, weights_from)
-        unit = self.normalize
+        unit = auto_unit(net) if self.normalize == "auto" else self.normalize
         if unit == "conv-layer":
             unit = "channel" if kind == "InnerProduct" else "layer"
         if state["sums"][0] < MIN_VALUES_PER_CHANNEL and unit == "channel":

@@ -209,3 +209,27 @@ def test_the_batch_size_does_not_change_the_weights(init):
     for other in results[1:]:
         for a, b in zip(results[0], other):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * np.abs(b).max())
+
+
+@pytest.mark.parametrize("prototxt, unit", [
+    ("fashion_small_deploy.prototxt", "channel"),       # 2 convolutions
+    ("fashion_caffenet_deploy.prototxt", "conv-layer"),  # 5
+    ("fashion_vgg_deploy.prototxt", "conv-layer"),       # 8
+])
+def test_auto_normalizes_deep_convolution_stacks_per_layer_and_shallow_ones_per_channel(prototxt, unit):
+    pytest.importorskip("torch")
+    from pathlib import Path
+
+    from magic_init.algorithm.within_layer import auto_unit
+    from magic_init.engine import Net
+    from magic_init.io import read_prototxt
+
+    net = Net(read_prototxt(str(Path(__file__).resolve().parents[2] / "models" / prototxt)), input_shapes=None)
+    assert auto_unit(net) == unit
+
+
+def test_auto_is_the_default_and_on_a_shallow_net_gives_every_channel_unit_std():
+    net, x = small_convnet(), sample()            # two convolutions: per channel
+    WithinLayer(init="gaussian", beta=BETA)(net, SampleRunner(net, x, 8))
+    _, std = channel_stats(net, x, "conv2")
+    np.testing.assert_allclose(std, 1.0, atol=0.02)

@@ -250,17 +250,11 @@ def build_net(model, backend="auto", device="cpu", batch_size=16, size=None, dat
     from magic_init.backends import get_net, resolve_backend
 
     chosen = resolve_backend(backend)
-    extra = {}
     if chosen == "torch":
         from magic_init.engine.layers import check_supported
         check_supported(netgraph.filter_net(model.net, netgraph.net_state("test", net=model.net)).layer)
-        if fillers:
-            extra["seed"] = seed
-    elif fillers:
-        import caffe
-        caffe.set_random_seed(int(seed))      # Caffe's fillers draw from its global generator
     net = get_net(_without_guessed_label_readers(model.net, size), backend=chosen, device=device, phase="test",
-                  input_shapes=_input_shapes(model, batch_size, size, data, root), **extra)
+                  input_shapes=_input_shapes(model, batch_size, size, data, root), seed=seed if fillers else None)
     reset_unloaded_layers(net, {name for name, arrays in model.weights.items() if arrays}, keep_affine=fillers)
     if model.weights:
         copy_weights(model.weights, net.params, source_name=model.weights_path)

@@ -42,6 +42,7 @@ import numpy as np
 from magic_init.algorithm import netinfo
 from magic_init.algorithm.optimize import lbfgs
 from magic_init.algorithm.rates import check_factors, row_column_norms, scale_columns
+from magic_init.algorithm.scale_graph import find_root
 
 
 #: λ of the penalty on the spread of a layer's channel factors (see the module docstring).
@@ -96,14 +97,10 @@ class ChannelFactors:
         """Per free unit, the index of its per-layer group (-1 where that group holds a fixed unit):
         layers are grouped when any of their units are tied (the ScaleGraph's groups), so that
         x = z[layer_of_var] is the per-layer rescaling with group factors z."""
-        layers = len(self.graph.units)
-        parent = list(range(layers))
+        parent = list(range(len(self.graph.units)))
 
-        def find(a):
-            while parent[a] != a:
-                parent[a] = parent[parent[a]]
-                a = parent[a]
-            return a
+        def find(layer):
+            return find_root(parent, layer)
 
         owner = {}
         for unit, root in enumerate(roots.tolist()):

@@ -67,6 +67,14 @@ ZERO_INPUT = "its weight gradient is zero (so is its input)"
 ZERO_WEIGHTS = "its weights are all zero"
 
 
+def find_root(parent, k):
+    """Root of k in the union-find forest ``parent`` (a list, compressed in place)."""
+    while parent[k] != k:
+        parent[k] = parent[parent[k]]
+        k = parent[k]
+    return k
+
+
 class ScaleGraph:
     """Scale groups of the rescalable layers ``affine`` (indices into net.layer_names: affine layers and
     rescalable Scale layers, ``netinfo.rescalable_layers``) up to layer ``last``.
@@ -92,10 +100,7 @@ class ScaleGraph:
 
     def group(self, k):
         """Root of affine layer k's scale group (union-find)."""
-        while self.parent[k] != k:
-            self.parent[k] = self.parent[self.parent[k]]
-            k = self.parent[k]
-        return k
+        return find_root(self.parent, k)
 
     def pinned(self, k):
         return any(self.group(p) == self.group(k) for p in self.pinned_ids)
@@ -301,18 +306,21 @@ class ChannelGraph(ScaleGraph):
         for unit in self.units[k]:
             self.pin(unit, reason)
 
+    def _pinned_roots(self):
+        return {self.group(p) for p in self.pinned_ids}
+
     def unit_pinned(self):
         """Boolean per unit: its factor is held (its group contains a pinned unit)."""
-        roots = {self.group(p) for p in self.pinned_ids}
+        roots = self._pinned_roots()
         return np.array([self.group(u) in roots for u in range(len(self.unit_layer))], dtype=bool)
 
     def pinned(self, k):
-        return bool(self.unit_pinned()[self.units[k]].all())
+        roots = self._pinned_roots()
+        return all(self.group(u) in roots for u in self.units[k])
 
     def held(self, k):
         """Why layer k keeps its scale: a sentence when every one of its channels is held, else None."""
-        pinned = self.unit_pinned()
-        if not pinned[self.units[k]].all():
+        if not self.pinned(k):
             return None
         roots = {self.group(u) for u in self.units[k]}
         for p in sorted(self.pinned_ids):

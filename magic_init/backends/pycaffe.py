@@ -40,10 +40,15 @@ class PycaffeNet:
     """A ``caffe.Net`` with magic_init's Net interface (see docs/ARCHITECTURE.md)."""
 
     def __init__(self, net, weights=None, phase="test", device="cpu", input_shapes=None,
-                 level=0, stages=()):
+                 level=0, stages=(), seed=None):
+        """``seed``: Caffe's generator is seeded with it before the net is built, so that the
+        prototxt's fillers draw the same weights every time (None: Caffe's own seeding), as the
+        engine's ``seed``."""
         import caffe
 
         _select_device(caffe, device)
+        if seed is not None:
+            caffe.set_random_seed(int(seed))     # Caffe's fillers draw from its global generator
         source = read_prototxt(net) if isinstance(net, (str, os.PathLike)) else net
         self.net_param = instantiate(source, phase=phase, level=level, stages=stages,
                                      input_shapes=input_shapes)

@@ -1,8 +1,10 @@
 """``Net``: the built-in engine's network, with pycaffe's ``caffe.Net`` vocabulary.
 
-Gradients: ``forward()`` records, per layer that needs backward, either its bottoms, parameters
-and tops (layers with a hand-written ``backward``: Convolution, Pooling, InnerProduct, LRN) or a
-small autograd graph whose leaves are detached views of the bottoms and parameters; ``backward()``
+Gradients: ``forward()`` records, per layer that needs backward, either its bottoms, parameters,
+tops and what its ``forward_for_backward`` saved (layers with a hand-written ``backward``:
+Convolution, Pooling, InnerProduct, LRN; ``_HandWrittenRecord``) or a small autograd graph whose
+leaves are detached views of the bottoms and parameters; the layer objects keep no per-forward
+state, so a record is all that one forward hands to backward. ``backward()``
 walks the layers in reverse and computes each layer's bottom and parameter gradients from the
 current top diffs. So blob diffs are overwritten, parameter diffs accumulate until ``clear_param_diffs()``,
 Split tops' diffs add up, and diffs written into blobs between layers are honoured, as in Caffe.
@@ -49,6 +51,8 @@ class Net:
         stages: The NetState stages that select layers by their include/exclude rules (default ()).
         seed: Seed of the fillers' random draws (``numpy.random.default_rng``); None (the default)
             draws fresh entropy.
+        instantiated: True when ``net`` is a NetParameter ``netgraph.instantiate`` returned (in
+            ``phase``): it is built as it is, not instantiated again (default False).
 
     Returns:
         The constructed ``Net``, with pycaffe's ``blobs``, ``params``, ``layer_names``, ``layer_types``,
@@ -56,14 +60,13 @@ class Net:
     """
 
     def __init__(self, net, weights=None, phase="test", device="cpu", input_shapes=None,
-                 level=0, stages=(), seed=None):
+                 level=0, stages=(), seed=None, instantiated=False):
         self.phase = _PHASE_NAMES[netgraph.phase_value(phase)]
         self.torch_device = building.resolve_device(device)
         if self.torch_device.type == "cuda":
             runtime.exact_float32_on_cuda()
         self.device = str(self.torch_device)             # "cpu", "cuda", "cuda:1"
-        self.net_param = netgraph.instantiate(building.load_net_parameter(net), self.phase, level, stages,
-                                              input_shapes)
+        self.net_param = netgraph.net_to_build(net, self.phase, level, stages, input_shapes, instantiated)
         self._recording = True
         self._rng = np.random.default_rng(seed)
         self._build()
@@ -130,7 +133,8 @@ class Net:
 
     def _blob(self, name, layer):
         if name not in self.blobs:
-            raise NetDefinitionError("%s: unknown bottom blob %r" % (layer.where(), name))
+            known = _known_names("blobs made by the layers before it", self.blobs)
+            raise NetDefinitionError("%s: unknown bottom blob %r (%s)" % (layer.where(), name, known))
         return self.blobs[name]
 
     def _shape_blob(self, name, shape, keep_existing=False):
@@ -206,7 +210,8 @@ class Net:
         try:
             return self.layer_names.index(name)
         except ValueError:
-            raise NetDefinitionError("no layer named %r in the net" % name) from None
+            raise NetDefinitionError("no layer named %r in the net (%s)"
+                                     % (name, _known_names("known layers", self.layer_names))) from None
 
     def forward(self, blobs=None, start=None, end=None, no_backward=False, **inputs):
         """Run layers ``start``..``end`` (names, inclusive); ``inputs`` fill blobs first.
@@ -225,7 +230,8 @@ class Net:
         """Copy an array or tensor into blob ``name`` (same shape required)."""
         blob = self.blobs.get(name)
         if blob is None:
-            raise NetDefinitionError("no blob named %r in the net" % name)
+            raise NetDefinitionError("no blob named %r in the net (%s)"
+                                     % (name, _known_names("known blobs", self.blobs)))
         tensor = value if isinstance(value, torch.Tensor) else torch.from_numpy(
             np.ascontiguousarray(value, dtype=np.float32))
         if tuple(tensor.shape) != blob.shape:
@@ -250,10 +256,11 @@ class Net:
         """The layer's tops; records what backward() will need when ``record``."""
         bottoms = [self.blobs[b].tensor() for b in layer.param.bottom]
         params = [b.tensor() for b in layer.blobs]
-        if record and self._plan.layer[i] and hasattr(layer, "backward"):
+        if record and self._plan.layer[i] and layer.has_hand_written_backward():
             with torch.no_grad():
-                tops = layer.forward(bottoms, params)
-            self._records[i] = _HandWrittenRecord(bottoms, params, tops, _versions(bottoms + params))
+                tops, saved = layer.forward_for_backward(bottoms, params)
+            self._records[i] = _HandWrittenRecord(bottoms, params, tops, saved,
+                                                  _versions(bottoms + params))
         elif record and self._plan.layer[i]:
             leaves = [t.detach().requires_grad_(need)
                       for t, need in zip(bottoms + params, self._plan.bottoms[i] + self._plan.params[i])]
@@ -308,12 +315,13 @@ class Net:
                 blob.accumulate_diff(grad)
 
     def _hand_written_backward(self, i, record, top_diffs):
-        layer, (bottoms, params, tops, versions) = self.layers[i], record
-        if _versions(bottoms + params) != versions:
+        layer = self.layers[i]
+        if _versions(record.bottoms + record.params) != record.versions:
             raise _overwritten_error(layer)
         param_diffs = [blob.diff_for_update() if need else None
                        for blob, need in zip(layer.blobs, self._plan.params[i])]
-        grads = layer.backward(bottoms, params, tops, top_diffs, self._plan.bottoms[i], param_diffs)
+        grads = layer.backward(record.bottoms, record.params, record.tops, record.saved, top_diffs,
+                               self._plan.bottoms[i], param_diffs)
         for name, need, grad in zip(layer.param.bottom, self._plan.bottoms[i], grads):
             if need:
                 self.blobs[name].set_diff_tensor(grad)
@@ -352,11 +360,23 @@ class Net:
 
 
 class _HandWrittenRecord(NamedTuple):
-    """What a layer with its own ``backward`` keeps from forward (no autograd graph)."""
+    """What one forward of a layer with its own ``backward`` hands to it (no autograd graph)."""
     bottoms: list
     params: list
     tops: list
+    saved: object       # the layer's own state from forward_for_backward (None if it keeps none)
     versions: list      # torch's in-place counters of bottoms + params at forward time
+
+
+def _known_names(kind, names, limit=20):
+    """For one-line "no such name" errors: ``kind`` and the names in net order, the first
+    ``limit`` of them and how many more."""
+    names = list(names)
+    if not names:
+        return "no %s" % kind
+    shown = ", ".join(repr(n) for n in names[:limit])
+    more = " ... and %d more" % (len(names) - limit) if len(names) > limit else ""
+    return "%s, in net order: %s%s" % (kind, shown, more)
 
 
 def _versions(tensors):

@@ -4,7 +4,10 @@ A layer is built from its ``LayerParameter`` (typed ``*_param`` message; default
 the proto) and the phase it runs in. It tells the net its learnable blob shapes and fillers
 (``param_shapes``, ``fillers``) and computes its tops from its bottoms and parameters
 (``forward``), as a pure function of torch tensors: it never writes a bottom in place, so torch
-autograd gives Caffe's backward (the net records one small graph per layer).
+autograd gives Caffe's backward (the net records one small graph per layer). A layer may instead
+define its own ``backward`` (see ``Layer.backward``). A layer object keeps its configuration only:
+what one forward hands to its backward is returned by ``forward_for_backward`` and kept by the net
+in that forward's record, never on the layer.
 """
 from __future__ import annotations
 
@@ -74,8 +77,9 @@ class Layer:
     """Base class: no parameters, identity-free; subclasses override what they need.
 
     Attributes a subclass may set: ``has_backward`` (False for Accuracy-like layers whose tops
-    are not differentiable), ``fixed_params`` (True when Caffe forces lr_mult 0, e.g. BatchNorm),
-    ``same_shape`` (True when the one top is shaped like the first bottom).
+    are not differentiable; otherwise a layer is differentiated by its own ``backward`` if it
+    overrides it, else by autograd), ``fixed_params`` (True when Caffe forces lr_mult 0, e.g.
+    BatchNorm), ``same_shape`` (True when the one top is shaped like the first bottom).
     """
 
     type = None
@@ -111,11 +115,39 @@ class Layer:
         meta kernels import its compiler stack on first use, ~2 s)."""
         return None
 
-    # A subclass may define a hand-written backward instead of relying on autograd:
-    #   def backward(self, bottoms, params, tops, top_diffs, need_bottoms, param_diffs):
-    #       accumulate into param_diffs[j] (a tensor, or None where not needed) in place and
-    #       return one gradient (or None) per bottom.
-    # Then the net runs forward without recording a graph and keeps bottoms/params/tops instead.
+    def forward_for_backward(self, bottoms, params):
+        """``(tops, saved)``: ``forward``'s tops and what this forward hands to ``backward`` beyond
+        bottoms, parameters and tops (None by default). Called by the net, instead of ``forward``,
+        for the layers with a hand-written ``backward``; the net keeps ``saved`` in that forward's
+        record. A layer that saves something overrides this and makes ``forward`` return
+        ``self.forward_for_backward(bottoms, params)[0]``, so both compute the same tops."""
+        return self.forward(bottoms, params), None
+
+    def backward(self, bottoms, params, tops, saved, top_diffs, need_bottoms, param_diffs) -> list:
+        """Optional hand-written backward; a subclass that does not override it is differentiated
+        by torch autograd (the net records a small graph of its ``forward``, see
+        ``has_hand_written_backward``).
+
+        Args:
+            bottoms, params, tops: The tensors of the recorded forward (unchanged since: the net
+                checks torch's version counters before calling).
+            saved: What that forward's ``forward_for_backward`` returned beside the tops.
+            top_diffs: One gradient tensor per top.
+            need_bottoms: One bool per bottom: whether its gradient is wanted.
+            param_diffs: One tensor per parameter blob (its diff, to accumulate into in place, as
+                Caffe accumulates parameter diffs across backward calls), or None where not needed.
+
+        Returns:
+            One gradient tensor per bottom (None where ``need_bottoms`` is False).
+        """
+        raise NotImplementedError("%s has no hand-written backward" % self.where())
+
+    @classmethod
+    def has_hand_written_backward(cls) -> bool:
+        """Whether the class overrides ``backward``. If so the net runs ``forward_for_backward``
+        without recording an autograd graph and keeps bottoms, parameters, tops and ``saved``
+        for ``backward``; otherwise it differentiates ``forward`` by autograd."""
+        return cls.backward is not Layer.backward
 
     def allow_force_backward(self, bottom_index) -> bool:
         """Caffe's ``AllowForceBackward`` (False e.g. for a loss layer's label bottom)."""

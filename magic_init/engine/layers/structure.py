@@ -201,7 +201,7 @@ class InnerProduct(Layer):
         y = torch.addmm(params[1], flat, weight) if p.bias_term else flat @ weight
         return [y.reshape(tuple(x.shape[:axis]) + (p.num_output,))]
 
-    def backward(self, bottoms, params, tops, top_diffs, need_bottoms, param_diffs):
+    def backward(self, bottoms, params, tops, saved, top_diffs, need_bottoms, param_diffs):
         """dW += g^T x (or x^T g with transpose), db += sum_rows g, dx = g W (or g W^T);
         accumulated straight into the parameter diffs, as Caffe's gemm with beta = 1 does."""
         x, p = bottoms[0], self.param.inner_product_param

@@ -1,6 +1,8 @@
 """Spatial layers: Convolution, Deconvolution, Pooling, LRN (Caffe semantics on torch ops)."""
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 
@@ -71,7 +73,7 @@ class Convolution(_ConvolutionBase):
         bias = params[1] if self.bias_term else None
         return [_CONV[x.dim() - 2](x, params[0], bias, w.stride, w.pad, w.dilation, self.group)]
 
-    def backward(self, bottoms, params, tops, top_diffs, need_bottoms, param_diffs):
+    def backward(self, bottoms, params, tops, saved, top_diffs, need_bottoms, param_diffs):
         """dW += sum over images of dy correlated with x, db += sum of dy, dx = W^T * dy."""
         x = bottoms[0]
         need_bias = self.bias_term and param_diffs[1] is not None
@@ -142,46 +144,54 @@ class Pooling(Layer):
         return size, window, out
 
     def forward(self, bottoms, params):
+        return self.forward_for_backward(bottoms, params)[0]
+
+    def forward_for_backward(self, bottoms, params):
+        """Tops, and saved: a ``_TorchPooling`` when torch's pooling op gave y (its backward kernel
+        applies), None otherwise (STOCHASTIC, or the explicitly padded formulation)."""
         x = bottoms[0]
         size, w, out = self.geometry(tuple(x.shape))
         if self.stochastic:
-            self._native = None
-            return [_stochastic_test(x, size, w, out)]
+            return [_stochastic_test(x, size, w, out)], None
         mode = _torch_ceil_mode(size, w, out)
         is_max = self.param.pooling_param.pool == _POOL.MAX
-        self._native = None          # (window, ceil_mode, max indices) when torch's op gave y
         if mode is not None:
             if is_max:
                 y, indices = _max_pool_with_indices(x, w.kernel, w.stride, w.pad, mode)
-                self._native = (w, mode, indices)
-                return [y]
-            self._native = (w, mode, None)
+                return [y], _TorchPooling(w, mode, indices)
             return [F.avg_pool2d(x, w.kernel, w.stride, w.pad, ceil_mode=mode,
-                                 count_include_pad=True)]
+                                 count_include_pad=True)], _TorchPooling(w, mode, None)
         padded = _pad_for_windows(x, size, w, out, _LOWEST if is_max else 0.0)
         if is_max:
             return [_max_pool_with_indices(padded, w.kernel, w.stride, (0, 0), False)[0]
-                    [..., :out[0], :out[1]]]
+                    [..., :out[0], :out[1]]], None
         sums = F.avg_pool2d(padded, w.kernel, w.stride, divisor_override=1)[..., :out[0], :out[1]]
-        return [sums / _ave_divisors(size, w, out, x)]
+        return [sums / _ave_divisors(size, w, out, x)], None
 
-    def backward(self, bottoms, params, tops, top_diffs, need_bottoms, param_diffs):
+    def backward(self, bottoms, params, tops, saved, top_diffs, need_bottoms, param_diffs):
         """MAX: dy goes to each window's (first) maximum, summed where windows overlap; AVE: dy / divisor
-        to every element of the window. torch's backward kernels where its forward op was used,
-        autograd through the padded formulation otherwise."""
+        to every element of the window. torch's backward kernels where its forward op was used
+        (``saved``), autograd through the padded formulation otherwise."""
         if not need_bottoms[0]:
             return [None]
         x, dy = bottoms[0], top_diffs[0]
-        if self._native is None:
+        if saved is None:
             with torch.enable_grad():
                 leaf = x.detach().requires_grad_(True)
                 return list(torch.autograd.grad(self.forward([leaf], [])[0], [leaf], [dy]))
-        w, mode, indices = self._native
+        w, mode, indices = saved
         if indices is not None:
             return [torch.ops.aten.max_pool2d_with_indices_backward(
                 dy, x, list(w.kernel), list(w.stride), list(w.pad), [1, 1], mode, indices.contiguous())]
         return [torch.ops.aten.avg_pool2d_backward(dy, x, list(w.kernel), list(w.stride), list(w.pad),
                                                    mode, True, None)]
+
+
+class _TorchPooling(NamedTuple):
+    """What a Pooling forward that ran torch's own op hands to backward."""
+    window: object          # conv_geometry's window (kernel, stride, pad)
+    ceil_mode: bool
+    indices: object         # MAX: torch's argmax indices; AVE: None
 
 
 def _stochastic_test(x, size, w, out):
@@ -258,17 +268,20 @@ class LRN(Layer):
         self.across = p.norm_region == _LRN.ACROSS_CHANNELS
 
     def forward(self, bottoms, params):
+        return self.forward_for_backward(bottoms, params)[0]
+
+    def forward_for_backward(self, bottoms, params):
+        """Tops, and saved: ACROSS_CHANNELS ``(scale, scale ** -beta)``; WITHIN_CHANNEL None."""
         x = bottoms[0]
         if self.across:
             scale = self.k + (self.alpha / self.size) * _channel_window_sum(x * x, self.size)
             scale_power = scale.pow(-self.beta)
-            self._saved = (scale, scale_power) if not x.is_meta else None
-            return [x * scale_power]
+            return [x * scale_power], (scale, scale_power)
         mean_square = F.avg_pool2d(x * x, self.size, 1, (self.size - 1) // 2,
                                    count_include_pad=True)
-        return [x * (1 + self.alpha * mean_square).pow(-self.beta)]
+        return [x * (1 + self.alpha * mean_square).pow(-self.beta)], None
 
-    def backward(self, bottoms, params, tops, top_diffs, need_bottoms, param_diffs):
+    def backward(self, bottoms, params, tops, saved, top_diffs, need_bottoms, param_diffs):
         """ACROSS_CHANNELS, Caffe's CrossChannelBackward: with s the scale,
         dx = g s^-beta - (2 alpha beta / n) x sum_{n channels}(g y / s)."""
         if not need_bottoms[0]:
@@ -278,7 +291,7 @@ class LRN(Layer):
             with torch.enable_grad():
                 leaf = x.detach().requires_grad_(True)
                 return list(torch.autograd.grad(self.forward([leaf], [])[0], [leaf], [g]))
-        scale, scale_power = self._saved
+        scale, scale_power = saved
         ratio = _channel_window_sum(g * y / scale, self.size)
         return [g * scale_power - (2.0 * self.alpha * self.beta / self.size) * x * ratio]
 

@@ -12,21 +12,18 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from magic_init import report
+from magic_init.algorithm import initialize
+from magic_init.algorithm.runner import SampleRunner
+from magic_init.engine import Net
+from magic_init.io import read_prototxt
+from magic_init.measure_stat import measure
 
-from magic_init import report  # noqa: E402
-from magic_init.algorithm import initialize  # noqa: E402
-from magic_init.algorithm.runner import SampleRunner  # noqa: E402
-from magic_init.engine import Net  # noqa: E402
-from magic_init.io import read_prototxt  # noqa: E402
-from magic_init.measure_stat import measure  # noqa: E402
-
-MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "models", "caffenet.prototxt")
+MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models", "caffenet.prototxt")
 
 
 def smooth_images(count, seed=0):

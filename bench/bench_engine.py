@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 from google.protobuf import text_format
 
+from magic_init.proto import caffe_pb2
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-from magic_init.proto import caffe_pb2  # noqa: E402
 
 # Runs inside the chroot: build caffe.Net, then answer "forward" / "forward_backward" with seconds.
 CAFFE_WORKER = r"""

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -30,23 +29,20 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-
-sys.path.insert(0, str(common.REPO))
-import magic_init  # noqa: E402
-from magic_init.engine.fillers import fill  # noqa: E402
-from magic_init.io import write_caffemodel  # noqa: E402
-from magic_init.proto import caffe_pb2  # noqa: E402
+import common  # bench/common.py: `python bench/X.py` puts bench/ first on sys.path
+import magic_init
+from magic_init.engine.fillers import fill
+from magic_init.io import write_caffemodel
+from magic_init.proto import caffe_pb2
 
 MODEL = common.REPO / "models" / "caffenet.prototxt"
 
 
 def magic_init_cli(*args):
-    """Run ``python -m magic_init ARGS`` (this checkout); returns its stdout and the seconds it took."""
+    """Run ``python -m magic_init ARGS`` (the installed package, as imported here); returns its stdout
+    and the seconds it took."""
     began = time.perf_counter()
-    env = dict(os.environ, PYTHONPATH=str(common.REPO))
-    done = subprocess.run([sys.executable, "-m", "magic_init", *map(str, args)], env=env, check=True,
+    done = subprocess.run([sys.executable, "-m", "magic_init", *map(str, args)], check=True,
                           stdout=subprocess.PIPE, text=True)
     return done.stdout, time.perf_counter() - began
 

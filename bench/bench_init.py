@@ -28,8 +28,7 @@ import statistics
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common  # bench/common.py: `python bench/X.py` puts bench/ first on sys.path
 
 MODEL = common.REPO / "models" / "caffenet.prototxt"
 OUT = common.REPO / "out" / "bench-init"

@@ -20,9 +20,8 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from magic_init.io import read_caffemodel, write_caffemodel  # noqa: E402
-from magic_init.proto import caffe_pb2  # noqa: E402
+from magic_init.io import read_caffemodel, write_caffemodel
+from magic_init.proto import caffe_pb2
 
 VGG16_CONV = [("conv1_1", 3, 64), ("conv1_2", 64, 64), ("conv2_1", 64, 128), ("conv2_2", 128, 128),
               ("conv3_1", 128, 256), ("conv3_2", 256, 256), ("conv3_3", 256, 256),

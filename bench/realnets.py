@@ -31,8 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common  # bench/common.py: `python bench/X.py` puts bench/ first on sys.path
 
 CORPUS = common.REPO.parent / "shared" / "realnets"
 IMAGES = common.REPO / "examples" / "images" / "list.txt"

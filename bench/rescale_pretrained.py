@@ -30,17 +30,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import train_few_labels as tfl  # noqa: E402  (shared data, prototxt and Caffe-run helpers)
-
-from magic_init.io import read_caffemodel, write_caffemodel  # noqa: E402
+import train_few_labels as tfl  # shared data, prototxt and Caffe-run helpers (bench/ is sys.path[0])
+from magic_init.io import read_caffemodel, write_caffemodel
 
 SCALED_UP, SCALED_DOWN = "conv2", "fc3"  # only ReLU + max pooling between them
 

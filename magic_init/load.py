@@ -17,7 +17,6 @@ from magic_init.algorithm import netinfo
 from magic_init.algorithm.netinfo import AFFINE_TYPES
 from magic_init.errors import MagicInitError, ModelFileError, NetDefinitionError
 from magic_init.io import copy_weights, read_caffemodel, read_prototxt, write_caffemodel
-from magic_init.netgraph import instantiate
 
 log = logging.getLogger(__name__)
 
@@ -113,86 +112,74 @@ def plan_initialization(model, net, zero_all=False, zero_from=None):
 
 
 def input_blob(net_param):
-    """Name of the image input: the first top of the first Input layer after instantiation."""
-    for layer in net_param.layer:
-        if layer.type == "Input" and layer.top:
-            return layer.top[0]
-    raise NetDefinitionError("the net has no input: add an Input layer, input/input_shape, or a data layer")
+    """Name of the image input: the first top of the first Input layer after instantiation
+    (``netgraph.image_input``)."""
+    return netgraph.image_input(net_param)
+
+
+def instantiate_for_run(model, batch_size, size=None, data=None, root=None, level=0, stages=()):
+    """The NetParameter a run builds, in TEST phase: instantiated once, here, for both backends.
+
+    netgraph decides the input shapes (``netgraph.decide_input_shapes``): every input gets
+    ``batch_size`` images, the image input and every data layer H x W = ``size``; the channel count
+    of a data layer that leaves it to its data is read from the data (``data_channels``).
+
+    Args:
+        model: The ``Model`` from ``read_model``.
+        batch_size: The first axis of every input.
+        size: ``(H, W)``, or None (the default) for the sizes the prototxt gives.
+        data: The run's --data source, or None (the default): tells data layers' channel counts.
+        root: Folder that relative paths of ``data``'s list are resolved against, or None.
+        level: NetState level (default 0).
+        stages: NetState stages, added to the prototxt's own ``state`` (default none).
+
+    Returns:
+        The instantiated NetParameter (``netgraph.instantiate``).
+    """
+    base_dir = _prototxt_dir(model)
+    stripped = _without_guessed_label_readers(model.net, size, level, stages)
+    return netgraph.instantiate(stripped, "test", level, stages, batch_size=batch_size, size=size,
+                                channels=lambda layer: _data_given_channels(layer, data, root, base_dir))
 
 
 def _input_shapes(model, batch_size, size, data=None, root=None):
-    """Shapes for every Input top: the image blob gets (batch, C, H, W), other tops (batch, ...).
-
-    Data layers' image tops come from ``_guess_shapes`` (``size`` applies to every one of them);
-    ``size`` also sets the H x W of the image blob when that is an Input layer's."""
-    guessed = _guess_shapes(model.net, batch_size, size, data, root,
-                            base_dir=os.path.dirname(os.path.abspath(model.prototxt)))
-    probe = instantiate(model.net, phase="test", input_shapes=guessed)
-    shapes = {}
-    image_top = input_blob(probe)
-    for layer in probe.layer:
-        if layer.type != "Input":
-            continue
-        for i, top in enumerate(layer.top):
-            dims = list(layer.input_param.shape[min(i, len(layer.input_param.shape) - 1)].dim) \
-                if layer.input_param.shape else [batch_size]
-            dims[0] = batch_size
-            if top == image_top and size is not None:
-                if len(dims) != 4:
-                    raise NetDefinitionError("--size needs a 4-D image input, '%s' is %s" % (top, tuple(dims)))
-                dims[2:] = size
-            shapes[top] = tuple(dims)
-    return shapes
+    """``{Input top: shape}`` of the run's net (``instantiate_for_run``); kept for bench/realnets.py."""
+    net_param = instantiate_for_run(model, batch_size, size, data, root)
+    return {top: tuple(layer.input_param.shape[i].dim) for layer in net_param.layer if layer.type == "Input"
+            for i, top in enumerate(layer.top)}
 
 
-def _guess_shapes(net_param, batch_size, size, data=None, root=None, base_dir=None):
-    """Image shapes (batch, C, H, W) of the TEST phase's data layers (labels are left to netgraph).
-
-    H x W: ``size`` for every data layer, else the layer's own (crop_size, new_height/new_width...);
-    a layer with neither is left out (instantiating then names it and the --size hint).
-    C: what the layer fixes (``netgraph.data_layer_channels``: ImageData ``is_color``, force_gray,
-    ...), else what the data gives (``data_channels``: 1 for gray images or 1-channel Datums, else
-    3), else 3 when there is no data to read (a Python layer without --data, a missing LMDB)."""
-    shapes = {}
-    for layer in _test_data_layers(net_param):
-        own = _own_image_shape(layer)
-        if (own is None and size is None) or (own is not None and len(own) != 4):
-            continue
-        height_width = tuple(size) if size is not None else tuple(own[2:])
-        shapes[layer.top[0]] = (batch_size, data_channels(layer, data, root, base_dir)) + height_width
-    return shapes
-
-
-def _test_data_layers(net_param):
-    """The data layers (with tops) of ``net_param``'s TEST phase."""
-    test = netgraph.filter_net(net_param, netgraph.net_state("test", net=net_param))
-    return [layer for layer in test.layer if layer_facts.is_data_layer(layer) and layer.top]
-
-
-def _own_image_shape(layer):
-    """The image shape data ``layer`` states itself (crop_size, new_height/new_width, ...), or None
-    when only its data knows it."""
-    try:
-        return netgraph.data_layer_shapes(layer, {})[0]
-    except NetDefinitionError:
-        return None
+def _prototxt_dir(model):
+    """The folder of the model's prototxt: where the paths in its data layers are resolved."""
+    return os.path.dirname(os.path.abspath(model.prototxt))
 
 
 def data_channels(layer, data=None, root=None, base_dir=None):
-    """The channel count of data ``layer``'s images: see ``_guess_shapes``."""
+    """The channel count of data ``layer``'s images: what the layer fixes
+    (``netgraph.data_layer_channels``: ImageData ``is_color``, force_gray, ...), else what the data
+    gives (1 for gray images or 1-channel Datums, else 3), else 3 when there is no data to read
+    (a Python layer without --data, a missing LMDB).
+
+    Args:
+        layer: A data ``caffe_pb2.LayerParameter``.
+        data: The run's --data source, or None (the default): the layer's own source.
+        root: Folder that relative paths of ``data``'s list are resolved against, or None.
+        base_dir: Folder that relative paths in the layer are resolved against (the prototxt's).
+
+    Returns:
+        The channel count (int).
+    """
+    return netgraph.data_image_channels(layer, lambda own: _data_given_channels(own, data, root, base_dir))
+
+
+def _data_given_channels(layer, data, root, base_dir):
+    """The channel count the sample data gives ``layer``, or None (``magic_init.data.data_channels``)."""
     from magic_init.data import data_channels as channels_of_data
 
-    declared = netgraph.data_layer_channels(layer)
-    if declared:
-        return declared
-    found = channels_of_data(None if data == "prototxt" else data, layer, root=root, base_dir=base_dir)
-    if found is None:
-        log.debug("data layer '%s': no data to tell its channel count; assuming 3", layer.name)
-        return 3
-    return found
+    return channels_of_data(None if data == "prototxt" else data, layer, root=root, base_dir=base_dir)
 
 
-def _without_guessed_label_readers(net_param, size):
+def _without_guessed_label_readers(net_param, size, level=0, stages=()):
     """``net_param`` without the losses/Accuracy reading a label whose shape only the data knows.
 
     A data layer without shapes of its own (a database or Python layer, run with ``size``) gets a
@@ -200,8 +187,8 @@ def _without_guessed_label_readers(net_param, size):
     algorithm never runs those layers (Algorithm 2 puts its random linear loss below them)."""
     if size is None:
         return net_param
-    labels = {top for layer in _test_data_layers(net_param) if _own_image_shape(layer) is None
-              for top in layer.top[1:]}
+    labels = {top for layer in netgraph.data_layers(net_param, "test", level, stages)
+              if netgraph.own_image_shape(layer) is None for top in layer.top[1:]}
     kept = [layer for layer in net_param.layer
             if not (layer_facts.scale(layer.type) == layer_facts.STRIPS and labels & set(layer.bottom))]
     if len(kept) == len(net_param.layer):
@@ -214,7 +201,7 @@ def _without_guessed_label_readers(net_param, size):
 
 
 def build_net(model, backend="auto", device="cpu", batch_size=16, size=None, data=None, root=None,
-              fillers=False, seed=0):
+              fillers=False, seed=0, level=0, stages=()):
     """Instantiate the model in TEST phase on a backend, with the loaded weights copied in.
 
     The affine layers the model does not provide are zeroed for Algorithm 1, or, with ``fillers``,
@@ -224,8 +211,9 @@ def build_net(model, backend="auto", device="cpu", batch_size=16, size=None, dat
 
     On the built-in engine every layer type is checked first, so that a net with a layer the
     engine cannot run fails naming that layer, before anything about its shapes is asked.
-    ``data``/``root`` (the run's --data source) tell data layers that leave their channel count
-    to the data how many channels it has (``_guess_shapes``).
+    The net is instantiated once (``instantiate_for_run``: netgraph decides the input shapes) and
+    both backends build that NetParameter as it is. ``data``/``root`` (the run's --data source)
+    tell data layers that leave their channel count to the data how many channels it has.
 
     Args:
         model: The ``Model`` from ``read_model``; its loaded weights are copied into the net.
@@ -241,6 +229,9 @@ def build_net(model, backend="auto", device="cpu", batch_size=16, size=None, dat
         fillers: If True, the affine layers the model does not provide keep their filler values
             instead of being zeroed (default False).
         seed: Seed of the fillers' random draws (default 0); used only with ``fillers``.
+        level: The NetState level that selects layers (default 0).
+        stages: NetState stages that select layers, added to the prototxt's own ``state`` (default
+            none); ``load_sample`` reads the data layer of the same state.
 
     Returns:
         The net, in TEST phase: a ``magic_init.engine.Net`` on the "torch" backend, a
@@ -252,9 +243,10 @@ def build_net(model, backend="auto", device="cpu", batch_size=16, size=None, dat
     chosen = resolve_backend(backend)
     if chosen == "torch":
         from magic_init.engine.layers import check_supported
-        check_supported(netgraph.filter_net(model.net, netgraph.net_state("test", net=model.net)).layer)
-    net = get_net(_without_guessed_label_readers(model.net, size), backend=chosen, device=device, phase="test",
-                  input_shapes=_input_shapes(model, batch_size, size, data, root), seed=seed if fillers else None)
+        check_supported(netgraph.filter_net(model.net, netgraph.net_state("test", level, stages, model.net)).layer)
+    net_param = instantiate_for_run(model, batch_size, size, data, root, level, stages)
+    net = get_net(net_param, backend=chosen, device=device, phase="test", instantiated=True,
+                  seed=seed if fillers else None)
     reset_unloaded_layers(net, {name for name, arrays in model.weights.items() if arrays}, keep_affine=fillers)
     if model.weights:
         copy_weights(model.weights, net.params, source_name=model.weights_path)
@@ -291,7 +283,8 @@ def size_change(model, net, size, data=None, root=None):
         from magic_init.engine import building
         from magic_init.engine.layers import create_layer
 
-        own = instantiate(model.net, phase="test", input_shapes=_input_shapes(model, 1, None, data, root))
+        state = net.net_param.state
+        own = instantiate_for_run(model, 1, None, data, root, state.level, tuple(state.stage))
         blobs = {}
         for param in own.layer:
             layer = create_layer(param, "test")
@@ -452,10 +445,11 @@ def load_sample(net, model, data=None, root=None, num_images=160, batch_size=16,
     if len(shape) != 4:
         raise NetDefinitionError("input '%s' has shape %s: the sample is images, which need a 4-axis "
                                  "(N, C, H, W) input" % (image_blob, shape))
+    state = net.net_param.state       # the data layer of the state the net was built in
     source, transform = choose_source(None if data in (None, "prototxt") else data, model.net,
                                       input_shape=net.blobs[image_blob].data.shape, root=root, mean=mean,
-                                      scale=scale, size=size,
-                                      base_dir=os.path.dirname(os.path.abspath(model.prototxt)))
+                                      scale=scale, size=size, base_dir=_prototxt_dir(model),
+                                      phase=state.phase, level=state.level, stages=tuple(state.stage))
     sample = read_sample(source, transform, num_images=num_images, seed=seed, batch_size=batch_size,
                          progress=progress)
     log.info("sample: %d images from %s (%d skipped as unreadable)", len(sample.data), data or "the data layer",

@@ -2,19 +2,26 @@
 
 ``instantiate`` returns a new NetParameter holding exactly the layers Caffe would run:
 
+0. the net is upgraded (``magic_init.io.upgrade_net``: legacy formats, net-level ``input`` fields
+   -> an Input layer), so a raw NetParameter and a read prototxt give the same result;
 1. ``filter_net``: include/exclude NetStateRules (Caffe ``Net::FilterNet``/``StateMeetsRule``);
    every kept layer gets ``phase`` set to the net's phase unless it sets its own.
 2. ``replace_data_layers``: data layers (Data, ImageData, ...) become ``Input`` layers with the
-   same name and tops; their shapes come from ``input_shapes`` or the layer's own parameters.
+   same name and tops; their shapes come from ``input_shapes`` or the layer's own parameters, and,
+   with ``batch_size``/``size``, the run's batch size and image size (``decide_input_shapes``: the
+   one place the input shape of a run is decided).
 3. ``insert_splits``: Caffe's ``InsertSplits`` (src/caffe/util/insert_splits.cpp): a top read by
    more than one bottom (or by a bottom and its own nonzero ``loss_weight``) gets a ``Split``
    layer ``<blob>_<layer>_<topidx>_split`` with tops ``<blob>_<layer>_<topidx>_split_<j>``.
 
-Both backends build from the result, so layer and blob names agree between them.
+Both backends build from the result (``net_to_build``), so layer and blob names agree between them;
+``data_layers`` tells the data code which data layers a phase, level and stages select, by the same
+rules.
 """
 from __future__ import annotations
 
 import logging
+import os
 
 from magic_init import layer_facts
 from magic_init.errors import NetDefinitionError
@@ -25,6 +32,11 @@ log = logging.getLogger(__name__)
 #: The types with role ``data`` in ``magic_init.layer_facts`` (replaced by Input layers).
 DATA_LAYER_TYPES = layer_facts.types(role=layer_facts.DATA)
 _PHASES = {"train": caffe_pb2.TRAIN, "test": caffe_pb2.TEST}
+_PHASE_NAMES = {value: name for name, value in _PHASES.items()}
+
+#: The parameter message holding each data layer type's ``batch_size``.
+_BATCH_PARAMS = {"Data": "data_param", "ImageData": "image_data_param", "HDF5Data": "hdf5_data_param",
+                 "MemoryData": "memory_data_param", "WindowData": "window_data_param"}
 
 
 def phase_value(phase) -> int:
@@ -34,33 +46,132 @@ def phase_value(phase) -> int:
             return _PHASES[phase.lower()]
         except KeyError:
             raise NetDefinitionError("unknown phase %r: use 'train' or 'test'" % phase) from None
+    if int(phase) not in _PHASE_NAMES:
+        raise NetDefinitionError("unknown phase %r: use 'train' or 'test'" % (phase,))
     return int(phase)
 
 
+def phase_name(phase) -> str:
+    """The phase as the backends name it: "train" or "test".
+
+    Args:
+        phase: "train"/"test" in any case, or a ``caffe_pb2`` Phase value (TRAIN, TEST).
+
+    Returns:
+        "train" or "test"; NetDefinitionError for anything else.
+    """
+    return _PHASE_NAMES[phase_value(phase)]
+
+
 def net_state(phase="test", level=0, stages=(), net=None):
-    """The NetState a net is instantiated in (``net``'s own state with these fields set)."""
+    """The NetState a net is instantiated in, as Caffe's ``Net(file, phase, level, stages)`` sets it.
+
+    ``net``'s own ``state`` is the start: phase and level are set, ``stages`` are added to the
+    stages the prototxt's ``state`` already names (Caffe adds them; it never removes one)."""
     result = caffe_pb2.NetState()
     if net is not None:
         result.CopyFrom(net.state)
     result.phase = phase_value(phase)
     result.level = int(level)
-    del result.stage[:]
-    result.stage.extend(stages)
+    result.stage.extend(stage for stage in stages if stage not in result.stage)
     return result
 
 
-def instantiate(net, phase="test", level=0, stages=(), input_shapes=None):
+def instantiate(net, phase="test", level=0, stages=(), input_shapes=None, batch_size=None, size=None,
+                channels=None):
     """Return the NetParameter Caffe's ``Net::Init`` would run (``net`` is not modified).
 
-    ``input_shapes`` maps top blob names of data/Input layers to shapes; it overrides the shapes
-    an Input layer declares and supplies those a data layer cannot infer.
+    Args:
+        net: A ``caffe_pb2.NetParameter`` (upgraded here if it is of a legacy format).
+        phase: "test" (the default), "train" (any case) or a ``caffe_pb2`` Phase value.
+        level: The NetState level (default 0).
+        stages: NetState stages added to those of ``net.state`` (default none).
+        input_shapes: ``{top of an Input or data layer: shape}``; overrides the shapes an Input
+            layer declares and supplies those a data layer cannot infer; these tops are taken as
+            given (``batch_size`` and ``size`` do not change them). None (the default): none.
+        batch_size: The first axis of every other input top, or None (the default) for the
+            declared one. See ``decide_input_shapes``.
+        size: ``(H, W)`` of the image input and of every data layer's images, or None (the default)
+            for the declared sizes.
+        channels: A function ``layer -> channel count or None`` for data layers whose parameters
+            leave the channel count to the data (``data_layer_channels`` None); used only with
+            ``batch_size`` or ``size``. None (the default): 3.
+
+    Returns:
+        A new NetParameter: the layers of that state, data layers turned into Input layers, Caffe's
+        Split layers inserted; its ``state`` is the state it was instantiated in.
     """
-    filtered = filter_net(_with_input_layer(net), net_state(phase, level, stages, net))
+    filtered = filter_net(_upgraded(net), net_state(phase, level, stages, net))
     _check_unique_names(filtered)
-    input_shapes = dict(input_shapes or {})
-    _check_input_names(filtered, input_shapes)
-    replace_data_layers(filtered, input_shapes)
+    given = dict(input_shapes or {})
+    _check_input_names(filtered, given)
+    if batch_size is None and size is None:
+        replace_data_layers(filtered, given)
+    else:
+        decide_input_shapes(filtered, given, batch_size, size, channels)
     return insert_splits(filtered)
+
+
+def net_to_build(net, phase="test", level=0, stages=(), input_shapes=None, instantiated=False):
+    """The NetParameter a backend builds (``magic_init.engine.Net`` and ``PycaffeNet`` both call it).
+
+    Args:
+        net: A prototxt path or a ``caffe_pb2.NetParameter``; with ``instantiated``, the result of
+            ``instantiate`` (then it is only copied: nothing is instantiated twice).
+        phase, level, stages, input_shapes: As for ``instantiate``; with ``instantiated`` the phase
+            must be the one ``net`` was instantiated in, and level, stages, input_shapes must be left out.
+        instantiated: Whether ``net`` is already instantiated (default False).
+
+    Returns:
+        A new instantiated NetParameter.
+    """
+    if not instantiated:
+        if isinstance(net, (str, os.PathLike)):
+            from magic_init.io import read_prototxt
+            net = read_prototxt(os.fspath(net))
+        return instantiate(net, phase, level, stages, input_shapes)
+    if not isinstance(net, caffe_pb2.NetParameter):
+        raise NetDefinitionError("instantiated=True needs the NetParameter netgraph.instantiate returned, "
+                                 "not %s" % type(net).__name__)
+    if phase_value(phase) != net.state.phase:
+        raise NetDefinitionError("net '%s' was instantiated in phase %s, not %s"
+                                 % (net.name, phase_name(net.state.phase).upper(), phase_name(phase).upper()))
+    if level or tuple(stages) or input_shapes:
+        raise NetDefinitionError("net '%s' is already instantiated: level, stages and input_shapes were "
+                                 "given to netgraph.instantiate, not here" % net.name)
+    copy = caffe_pb2.NetParameter()
+    copy.CopyFrom(net)
+    return copy
+
+
+def data_layers(net, phase="test", level=0, stages=()):
+    """The data layers (with tops) that ``instantiate`` turns into Input layers, in net order.
+
+    Args:
+        net: A ``caffe_pb2.NetParameter`` (upgraded here if it is of a legacy format).
+        phase, level, stages: The state, as for ``instantiate`` (Caffe's NetStateRules decide).
+
+    Returns:
+        A list of ``caffe_pb2.LayerParameter`` (copies).
+    """
+    kept = filter_net(_upgraded(net), net_state(phase, level, stages, net))
+    return [layer for layer in kept.layer if layer_facts.is_data_layer(layer) and layer.top]
+
+
+def image_input(net_param) -> str:
+    """Name of the image input of an instantiated net: the first top of its first Input layer.
+
+    Raises NetDefinitionError when the net has no input."""
+    for layer in net_param.layer:
+        if layer.type == "Input" and layer.top:
+            return layer.top[0]
+    raise NetDefinitionError("the net has no input: add an Input layer, input/input_shape, or a data layer")
+
+
+def _upgraded(net):
+    """``net`` in the current format (Caffe's UpgradeNetAsNeeded; the one legacy ``input`` upgrade)."""
+    from magic_init.io.upgrade import upgrade_net
+    return upgrade_net(net)
 
 
 def _check_unique_names(net) -> None:
@@ -80,28 +191,6 @@ def _check_input_names(net, input_shapes) -> None:
     if unknown:
         raise NetDefinitionError("input_shapes names %s, but the net's inputs are %s"
                                  % (", ".join(map(repr, unknown)), ", ".join(map(repr, known))))
-
-
-def _with_input_layer(net):
-    """Turn the legacy net-level ``input``/``input_shape``/``input_dim`` fields into an Input layer."""
-    if not net.input:
-        return net
-    upgraded = caffe_pb2.NetParameter()
-    upgraded.CopyFrom(net)
-    del upgraded.input[:], upgraded.input_shape[:], upgraded.input_dim[:]
-    del upgraded.layer[:]
-    layer = upgraded.layer.add(name="input", type="Input")
-    for i, name in enumerate(net.input):
-        layer.top.append(name)
-        shape = layer.input_param.shape.add()
-        if len(net.input_shape) > i:
-            shape.CopyFrom(net.input_shape[i])
-        elif len(net.input_dim) >= 4 * (i + 1):
-            shape.dim.extend(net.input_dim[4 * i:4 * i + 4])
-        else:
-            raise NetDefinitionError("net input %r has no input_shape or input_dim" % name)
-    upgraded.layer.extend(net.layer)
-    return upgraded
 
 
 def state_meets_rule(state, rule) -> bool:
@@ -191,6 +280,132 @@ def data_layer_shapes(layer, input_shapes) -> list:
     return shapes
 
 
+def decide_input_shapes(net, input_shapes=None, batch_size=None, size=None, channels=None) -> None:
+    """Turn a filtered net's data layers into Input layers and size every input for a run, in place.
+
+    This is where a run's input shape is decided (``instantiate`` calls it with ``batch_size`` or
+    ``size``). Tops named in ``input_shapes`` keep the shape given there. Every other input top:
+
+    - a data layer's image top (its first) is ``(N, C, H, W)``: H x W from ``size``, else the layer's
+      own (crop_size, new_height/new_width, ...); C what the layer fixes (``data_layer_channels``),
+      else ``channels(layer)``, else 3; a data layer with neither a size of its own nor ``size``
+      is left to ``data_layer_shapes``, which names it;
+    - every Input top gets ``batch_size`` as its first axis, and the image input (``image_input``)
+      gets H x W = ``size`` (NetDefinitionError when it is not 4-D).
+
+    Args:
+        net: A filtered NetParameter (``filter_net``), changed in place.
+        input_shapes: ``{top: shape}`` taken as given, or None (the default).
+        batch_size: First axis of the other input tops, or None (the default): as declared.
+        size: ``(H, W)``, or None (the default): as declared.
+        channels: ``layer -> channel count or None`` for data layers that leave it to the data, or
+            None (the default).
+
+    Returns:
+        None.
+    """
+    given = dict(input_shapes or {})
+    shapes = _data_image_shapes(net, batch_size, size, channels)
+    shapes.update(given)
+    replace_data_layers(net, shapes)
+    image = image_input(net)
+    sized = {}
+    for layer in net.layer:
+        if layer.type != "Input":
+            continue
+        for i, top in enumerate(layer.top):
+            shape = None if top in given else _run_shape(layer, i, top == image, batch_size, size)
+            if shape is not None:
+                sized[top] = shape
+    replace_data_layers(net, sized)
+
+
+def _data_image_shapes(net, batch_size, size, channels) -> dict:
+    """``{image top: (N, C, H, W)}`` of the data layers of a filtered net (see ``decide_input_shapes``)."""
+    shapes = {}
+    for layer in net.layer:
+        if not (layer_facts.is_data_layer(layer) and layer.top):
+            continue
+        own = own_image_shape(layer)
+        if (own is None and size is None) or (own is not None and len(own) != 4):
+            continue
+        height_width = tuple(size) if size is not None else tuple(own[2:])
+        count = batch_size if batch_size is not None else (own[0] if own is not None else _declared_batch(layer))
+        shapes[layer.top[0]] = (count, data_image_channels(layer, channels)) + height_width
+    return shapes
+
+
+def own_image_shape(layer):
+    """The image shape (N, C, H, W) data ``layer`` states itself (crop_size, new_height/new_width,
+    ...), or None when only its data knows it."""
+    try:
+        return data_layer_shapes(layer, {})[0]
+    except NetDefinitionError:
+        return None
+
+
+def data_image_channels(layer, channels=None) -> int:
+    """The channel count of data ``layer``'s images.
+
+    Args:
+        layer: A data ``caffe_pb2.LayerParameter``.
+        channels: ``layer -> channel count or None`` (what its data gives), or None (the default).
+
+    Returns:
+        What the layer fixes (``data_layer_channels``), else ``channels(layer)``, else 3.
+    """
+    declared = data_layer_channels(layer)
+    if declared:
+        return declared
+    found = channels(layer) if channels is not None else None
+    if found is None:
+        log.debug("data layer '%s': no data to tell its channel count; assuming 3", layer.name)
+        return 3
+    return found
+
+
+def _declared_batch(layer) -> int:
+    """The ``batch_size`` a data layer's parameters give (1 when its type has none)."""
+    name = _BATCH_PARAMS.get(layer.type)
+    return int(getattr(layer, name).batch_size) if name else 1
+
+
+def _run_shape(layer, index, is_image, batch_size, size):
+    """Top ``index`` of Input ``layer`` with ``batch_size`` first and, for the image input, H x W = ``size``."""
+    declared = layer.input_param.shape
+    if declared:
+        dims = list(declared[min(index, len(declared) - 1)].dim)
+    elif batch_size is not None:
+        dims = [batch_size]
+    else:
+        return None
+    if dims and batch_size is not None:
+        dims[0] = batch_size
+    if is_image and size is not None:
+        if len(dims) != 4:
+            raise NetDefinitionError("--size needs a 4-D image input, '%s' is %s" % (layer.top[index], tuple(dims)))
+        dims[2:] = size
+    return tuple(dims)
+
+
+def forced_color(layer):
+    """How Caffe's DataTransformer decodes ``layer``'s encoded images: True (``force_color``: 3
+    channels), False (``force_gray``: 1), None (each image's own channels).
+
+    Args:
+        layer: A data ``caffe_pb2.LayerParameter``; its ``transform_param`` decides.
+
+    Returns:
+        True, False or None; NetDefinitionError when both are set (Caffe refuses it too).
+    """
+    param = layer.transform_param
+    if param.force_color and param.force_gray:
+        raise NetDefinitionError("layer %r: force_color and force_gray cannot both be set" % layer.name)
+    if param.force_color:
+        return True
+    return False if param.force_gray else None
+
+
 def data_layer_channels(layer):
     """The channel count a data layer's parameters fix, or None when only its data knows it.
 
@@ -211,9 +426,8 @@ def data_layer_channels(layer):
         return 3 if layer.image_data_param.is_color else 1
     if kind == "WindowData":
         return 3
-    if layer.transform_param.force_gray:
-        return 1
-    return 3 if layer.transform_param.force_color else None
+    color = forced_color(layer)
+    return None if color is None else (3 if color else 1)
 
 
 def _own_data_shape(layer) -> tuple:

@@ -104,3 +104,65 @@ def test_a_net_without_affine_layers_is_refused():
     net.layer_types = ["ReLU"] * len(net.layer_types)
     with pytest.raises(NetDefinitionError, match="no Convolution"):
         load.affine_layer_names(net)
+
+
+# ----------------------------------------------------------------------------- issue 13: one instantiation
+
+EXAMPLES = REPO / "examples" / "images"
+
+STAGED = """
+layer { name: "a_data" type: "ImageData" top: "data" top: "label" include { phase: TEST stage: "a" }
+  image_data_param { source: "list_a.txt" root_folder: "%(root)s/" batch_size: 2 new_height: 20 new_width: 20 } }
+layer { name: "b_data" type: "ImageData" top: "data" top: "label" include { phase: TEST stage: "b" }
+  image_data_param { source: "list_b.txt" root_folder: "%(root)s/" batch_size: 2 new_height: 24 new_width: 28
+                     is_color: false } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 2 kernel_size: 3 } }
+"""
+
+
+def staged_net(tmp_path, state=""):
+    """Two TEST-phase ImageData layers under stage rules, each with its own list of images."""
+    (tmp_path / "list_a.txt").write_text("astronaut.jpg 0\ncoffee.jpg 1\n")
+    (tmp_path / "list_b.txt").write_text("hubble.jpg 2\nrocket.jpg 3\nretina.jpg 4\n")
+    path = tmp_path / "staged.prototxt"
+    path.write_text(state + STAGED % {"root": EXAMPLES})
+    return str(path)
+
+
+@pytest.mark.parametrize("how", ["argument", "prototxt state"])
+def test_the_sample_comes_from_the_data_layer_the_net_is_built_from(tmp_path, how):
+    state = 'state { stage: "b" }\n' if how == "prototxt state" else ""
+    model = load.read_model(staged_net(tmp_path, state))
+    stages = ("b",) if how == "argument" else ()
+    net = load.build_net(model, backend="torch", batch_size=3, stages=stages)
+    assert net.net_param.layer[0].name == "b_data" and net.blobs["data"].data.shape == (3, 1, 24, 28)
+    sample = load.load_sample(net, model, batch_size=3)
+    assert [Path(name).name for name in sample.names] == ["hubble.jpg", "rocket.jpg", "retina.jpg"]
+    assert sample.data.shape == (3, 1, 24, 28) and list(sample.labels) == [2, 3, 4]
+
+
+def test_the_other_stage_gives_the_other_layer(tmp_path):
+    model = load.read_model(staged_net(tmp_path))
+    net = load.build_net(model, backend="torch", batch_size=2, stages=("a",))
+    sample = load.load_sample(net, model, batch_size=2)
+    assert net.blobs["data"].data.shape == (2, 3, 20, 20) == sample.data.shape
+    assert [Path(name).name for name in sample.names] == ["astronaut.jpg", "coffee.jpg"]
+
+
+def test_build_net_instantiates_once(tmp_path, monkeypatch):
+    from magic_init import netgraph
+
+    calls = []
+    real = netgraph.instantiate
+    monkeypatch.setattr(netgraph, "instantiate", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    model = load.read_model(staged_net(tmp_path))
+    net = load.build_net(model, backend="torch", batch_size=2, size=(16, 16), stages=("a",))
+    assert len(calls) == 1 and net.blobs["data"].data.shape == (2, 3, 16, 16)
+
+
+def test_input_shapes_of_a_run_come_from_netgraph():
+    model = load.read_model(str(TINY))
+    net = load.build_net(model, backend="torch", batch_size=5, size=(40, 44))
+    image = load.input_blob(net.net_param)
+    shape = net.blobs[image].data.shape
+    assert load._input_shapes(model, 5, (40, 44))[image] == shape and shape[0] == 5 and shape[2:] == (40, 44)

@@ -162,3 +162,109 @@ def test_split_names_match_real_caffe(caffe_env, tmp_path):
     for layer in ours.layer:
         blobs.extend(top for top in layer.top if top not in blobs)
     assert caffe["blobs"] == blobs
+
+
+# ----------------------------------------------------------------------------- issue 13
+
+from magic_init import netgraph  # noqa: E402
+
+
+@pytest.mark.parametrize("phase", ["TRAIN", "train", "Train", caffe_pb2.TRAIN])
+def test_phase_is_normalized_however_it_is_written(phase):
+    assert netgraph.phase_name(phase) == "train"
+    net = instantiate(_net(RULES), phase)
+    assert "train_only" in _names(net) and "test_only" not in _names(net)
+    assert net.state.phase == caffe_pb2.TRAIN
+    assert {layer.phase for layer in net.layer if layer.name != "own_phase"} == {caffe_pb2.TRAIN}
+
+
+def test_an_unknown_phase_is_named():
+    for phase in ("val", 7):
+        with pytest.raises(NetDefinitionError, match="unknown phase"):
+            netgraph.phase_name(phase)
+
+
+def test_stages_add_to_the_prototxts_own_state_as_caffe_does():
+    net = _net('state { stage: "a" } ' + RULES)
+    assert "not_a" not in _names(instantiate(net))
+    assert "stage_ab" in _names(instantiate(net, stages=("b",)))
+    assert list(netgraph.net_state("test", stages=("a", "b"), net=net).stage) == ["a", "b"]
+
+
+def test_legacy_inputs_are_upgraded_once_as_caffe_does():
+    """The one upgrade (io.upgrade_net): ``input`` without a shape is dropped, as Caffe drops it."""
+    legacy = _net('input: "x" input_shape { dim: 1 dim: 2 } input: "y" input_shape { dim: 3 } '
+                  'layer { name: "r" type: "ReLU" bottom: "x" top: "z" }')
+    first = instantiate(legacy).layer[0]
+    assert (first.name, list(first.top)) == ("input", ["x", "y"])
+    assert [list(s.dim) for s in first.input_param.shape] == [[1, 2], [3]]
+    assert not hasattr(netgraph, "_with_input_layer")
+    v1 = _net('layers { name: "in" type: DATA top: "x" data_param { batch_size: 2 } '
+              'transform_param { crop_size: 5 } } layers { name: "r" type: RELU bottom: "x" top: "x" }')
+    assert [(layer.name, layer.type) for layer in instantiate(v1).layer] == [("in", "Input"), ("r", "ReLU")]
+
+
+SIZED = """
+layer { name: "imgs" type: "Data" top: "data" top: "label" data_param { source: "l" batch_size: 8 } }
+layer { name: "aux" type: "Input" top: "aux" input_param { shape { dim: 1 dim: 7 } } }
+"""
+
+
+def _shapes(net):
+    return {top: list(layer.input_param.shape[i].dim) for layer in net.layer if layer.type == "Input"
+            for i, top in enumerate(layer.top)}
+
+
+def test_batch_size_and_size_decide_every_input_shape():
+    net = instantiate(_net(SIZED), batch_size=4, size=(20, 30), channels=lambda layer: 1)
+    assert _shapes(net) == {"data": [4, 1, 20, 30], "label": [4], "aux": [4, 7]}
+    net = instantiate(_net(SIZED), batch_size=4, size=(20, 30), input_shapes={"aux": (2, 2)})
+    assert _shapes(net) == {"data": [4, 3, 20, 30], "label": [4], "aux": [2, 2]}
+
+
+def test_size_sets_an_input_layers_image_and_needs_four_axes():
+    assert _shapes(instantiate(_net(RULES.replace("dim: 1 dim: 2", "dim: 1 dim: 3 dim: 8 dim: 8")),
+                               batch_size=2, size=(5, 6)))["data"] == [2, 3, 5, 6]
+    with pytest.raises(NetDefinitionError, match="4-D image input, 'data'"):
+        instantiate(_net(RULES), batch_size=2, size=(5, 6))
+
+
+def test_a_data_layer_without_a_size_still_names_itself():
+    with pytest.raises(NetDefinitionError, match="'imgs'.*--size"):
+        instantiate(_net(SIZED), batch_size=4)
+
+
+def test_data_layers_follow_phase_level_and_stages():
+    net = _net(STAGED)
+    assert [layer.name for layer in netgraph.data_layers(net, "test", stages=("b",))] == ["b_data"]
+    assert [layer.name for layer in netgraph.data_layers(net, "TRAIN")] == ["train_data"]
+    assert netgraph.data_layers(net, "test") == []
+
+
+STAGED = """
+layer { name: "train_data" type: "ImageData" top: "data" include { phase: TRAIN }
+        image_data_param { source: "t" new_height: 4 new_width: 4 } }
+layer { name: "a_data" type: "ImageData" top: "data" include { phase: TEST stage: "a" }
+        image_data_param { source: "a" new_height: 5 new_width: 5 } }
+layer { name: "b_data" type: "ImageData" top: "data" include { phase: TEST stage: "b" }
+        image_data_param { source: "b" new_height: 6 new_width: 7 } }
+"""
+
+
+def test_an_instantiated_net_is_built_as_it_is():
+    done = instantiate(_net(RULES), "train")
+    assert netgraph.net_to_build(done, "TRAIN", instantiated=True) == done
+    with pytest.raises(NetDefinitionError, match="instantiated in phase TRAIN, not TEST"):
+        netgraph.net_to_build(done, "test", instantiated=True)
+    with pytest.raises(NetDefinitionError, match="already instantiated"):
+        netgraph.net_to_build(done, "train", stages=("a",), instantiated=True)
+
+
+def test_force_color_and_force_gray_decide_the_channels_and_not_both():
+    layer = caffe_pb2.LayerParameter(name="db", type="Data")
+    assert netgraph.forced_color(layer) is None and netgraph.data_layer_channels(layer) is None
+    layer.transform_param.force_gray = True
+    assert netgraph.forced_color(layer) is False and netgraph.data_layer_channels(layer) == 1
+    layer.transform_param.force_color = True
+    with pytest.raises(NetDefinitionError, match="'db'.*force_color and force_gray"):
+        netgraph.forced_color(layer)

@@ -75,7 +75,21 @@ def resolve_backend(name="auto"):
 
 
 def get_net(net, weights=None, phase="test", device="cpu", backend="auto", **kwargs):
-    """Build a Net on the resolved backend. ``net``: prototxt path or NetParameter."""
+    """Build a Net on the resolved backend.
+
+    Args:
+        net: A prototxt path or a NetParameter; with ``instantiated=True`` in ``kwargs``, the
+            NetParameter ``netgraph.instantiate`` returned, which both backends build as it is.
+        weights: Path of a caffemodel copied in by layer name, or None (the default).
+        phase: "test" (the default) or "train" (any case), or a ``caffe_pb2`` Phase value.
+        device: "cpu" (the default), "cuda" or "cuda:N".
+        backend: "auto" (the default), "caffe" or "torch" (``resolve_backend``).
+        **kwargs: ``input_shapes``, ``level``, ``stages``, ``seed``, ``instantiated``: as the
+            backends' constructors take them.
+
+    Returns:
+        A ``magic_init.engine.Net`` or a ``magic_init.backends.pycaffe.PycaffeNet``.
+    """
     chosen = resolve_backend(backend)
     log.debug("backend %s (asked for %s), device %s", chosen, backend, device)
     if chosen == "caffe":

@@ -15,9 +15,9 @@ import tempfile
 
 from google.protobuf import text_format
 
+from magic_init import netgraph
 from magic_init.errors import BackendError
-from magic_init.io import copy_weights, read_caffemodel, read_prototxt, write_caffemodel
-from magic_init.netgraph import instantiate
+from magic_init.io import copy_weights, read_caffemodel, write_caffemodel
 from magic_init.proto import caffe_pb2
 
 
@@ -40,19 +40,30 @@ class PycaffeNet:
     """A ``caffe.Net`` with magic_init's Net interface (see docs/ARCHITECTURE.md)."""
 
     def __init__(self, net, weights=None, phase="test", device="cpu", input_shapes=None,
-                 level=0, stages=(), seed=None):
-        """``seed``: Caffe's generator is seeded with it before the net is built, so that the
-        prototxt's fillers draw the same weights every time (None: Caffe's own seeding), as the
-        engine's ``seed``."""
+                 level=0, stages=(), seed=None, instantiated=False):
+        """Build ``caffe.Net`` from ``netgraph.net_to_build(net, ...)``, the engine's NetParameter.
+
+        Args:
+            net: A prototxt path or a ``caffe_pb2.NetParameter`` (legacy formats upgraded).
+            weights: Path of a caffemodel copied in by layer name, or None (the default).
+            phase: "test" (the default) or "train" (any case), or a ``caffe_pb2`` Phase value;
+                ``self.phase`` is "train" or "test", and the net runs in that phase.
+            device: "cpu" (the default), "cuda" or "cuda:N".
+            input_shapes, level, stages: As for ``netgraph.instantiate``.
+            seed: Caffe's generator is seeded with it before the net is built, so that the
+                prototxt's fillers draw the same weights every time (None, the default: Caffe's
+                own seeding), as the engine's ``seed``.
+            instantiated: True when ``net`` is a NetParameter ``netgraph.instantiate`` returned (in
+                ``phase``): it is built as it is (default False).
+        """
         import caffe
 
+        self.phase = netgraph.phase_name(phase)
         _select_device(caffe, device)
         if seed is not None:
             caffe.set_random_seed(int(seed))     # Caffe's fillers draw from its global generator
-        source = read_prototxt(net) if isinstance(net, (str, os.PathLike)) else net
-        self.net_param = instantiate(source, phase=phase, level=level, stages=stages,
-                                     input_shapes=input_shapes)
-        self.phase, self.device = phase, device
+        self.net_param = netgraph.net_to_build(net, self.phase, level, stages, input_shapes, instantiated)
+        self.device = device
         self._net = self._caffe_net(self._without_state_rules(self.net_param))
         self._dropout_twin = None
         if weights is not None:

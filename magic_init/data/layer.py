@@ -6,33 +6,43 @@
   datums honour ``transform_param.force_color``/``force_gray``.
 
 Relative paths are taken as Caffe takes them (relative to the working directory); when that does not
-exist, relative to ``base_dir`` (normally the prototxt's folder).
+exist, relative to ``base_dir`` (normally the prototxt's folder): ``paths.layer_path``.
 """
 from __future__ import annotations
 
-import os
-
+from magic_init import netgraph
+from magic_init.data.paths import layer_path
 from magic_init.data.sources import ImageFiles, LmdbDatums, parse_image_list
 from magic_init.data.transform import Transform
 from magic_init.errors import DataError
 
 
-def source_from_layer(layer, base_dir: str | None = None, phase: str = "test"):
-    """(source, Transform) for a ``caffe_pb2.LayerParameter`` of type ImageData or Data."""
+def source_from_layer(layer, base_dir: str | None = None, phase="test"):
+    """(source, Transform) for a ``caffe_pb2.LayerParameter`` of type ImageData or Data.
+
+    Args:
+        layer: The data layer.
+        base_dir: The prototxt's folder (relative paths fall back to it), or None (the default).
+        phase: "test" (the default) or "train" (any case), or a ``caffe_pb2`` Phase value: the
+            transform's crop and mirror follow it.
+
+    Returns:
+        ``(source, Transform)``; DataError for a layer type samples cannot be read from.
+    """
     reader = _READERS.get(layer.type)
     if reader is None:
         raise DataError("layer %r: cannot read samples from a %s layer (supported: %s)"
                         % (layer.name, layer.type, ", ".join(DATA_LAYER_TYPES)))
-    return reader(layer, base_dir, phase)
+    return reader(layer, base_dir, netgraph.phase_name(phase))
 
 
 def _image_data(layer, base_dir, phase):
     param = layer.image_data_param
     if not param.source:
         raise DataError("layer %r: image_data_param.source is not set" % layer.name)
-    list_path = _resolve(param.source, base_dir)
+    list_path = layer_path(param.source, base_dir)
     names, labels = parse_image_list(list_path)
-    paths = [_resolve(param.root_folder + name, base_dir) for name in names]
+    paths = [layer_path(param.root_folder + name, base_dir) for name in names]
     files = ImageFiles(paths, labels, name="layer %r (%s)" % (layer.name, list_path), is_color=param.is_color)
     transform = Transform.from_proto(layer.transform_param, resize=(param.new_height, param.new_width),
                                      is_color=param.is_color, phase=phase, base_dir=base_dir)
@@ -45,12 +55,9 @@ def _lmdb_data(layer, base_dir, phase):
         raise DataError("layer %r: only LMDB data sources are supported, not LEVELDB" % layer.name)
     if not param.source:
         raise DataError("layer %r: data_param.source is not set" % layer.name)
-    tp = layer.transform_param
-    if tp.force_color and tp.force_gray:
-        raise DataError("layer %r: force_color and force_gray cannot both be set" % layer.name)
-    is_color = True if tp.force_color else (False if tp.force_gray else None)
-    source = LmdbDatums(_resolve(param.source, base_dir), is_color=is_color)
-    transform = Transform.from_proto(tp, is_color=is_color, phase=phase, base_dir=base_dir)
+    is_color = netgraph.forced_color(layer)     # Caffe's DataTransformer: force_color / force_gray
+    source = LmdbDatums(layer_path(param.source, base_dir), is_color=is_color)
+    transform = Transform.from_proto(layer.transform_param, is_color=is_color, phase=phase, base_dir=base_dir)
     return source, transform
 
 
@@ -59,11 +66,3 @@ def _lmdb_data(layer, base_dir, phase):
 _READERS = {"ImageData": _image_data, "Data": _lmdb_data}
 DATA_LAYER_TYPES = tuple(_READERS)
 
-
-def _resolve(path: str, base_dir) -> str:
-    """Caffe resolves against the working directory; fall back to ``base_dir`` when that is absent."""
-    if base_dir and not os.path.isabs(path) and not os.path.exists(path):
-        candidate = os.path.join(base_dir, path)
-        if os.path.exists(candidate):
-            return candidate
-    return path

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from magic_init.data.paths import layer_path
 from magic_init.data.resize import resize_linear
 from magic_init.errors import DataError
 
@@ -47,7 +48,7 @@ class Transform:
             raise DataError("transform_param: cannot specify mean_file and mean_value at the same time")
         mean = None
         if param.HasField("mean_file"):
-            mean = read_mean_image(_resolve(param.mean_file, base_dir))
+            mean = read_mean_image(layer_path(param.mean_file, base_dir))
         elif len(param.mean_value):
             mean = np.array(param.mean_value, dtype=np.float32)
         return cls(resize=_size_or_none(resize), crop_size=int(param.crop_size), mean=mean,
@@ -126,39 +127,22 @@ class Transform:
 
 
 def read_mean_image(path) -> np.ndarray:
-    """Read a mean ``.binaryproto`` as (C, H, W) float32 (via ``magic_init.io`` where available)."""
+    """Read a mean ``.binaryproto`` as (C, H, W) float32: ``magic_init.io.read_mean_file``, the one
+    mean reader, with a missing file named as a DataError.
+
+    Args:
+        path: The mean file (str or os.PathLike).
+
+    Returns:
+        The (C, H, W) float32 mean image; DataError when the file is missing, ModelFileError when it
+        is not a mean blob.
+    """
+    from magic_init.io import read_mean_file
+
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise DataError("%s: mean file not found" % path)
-    try:
-        from magic_init.io import read_mean_file
-    except ImportError:
-        return _read_blobproto_mean(path)
     return np.asarray(read_mean_file(path), dtype=np.float32)
-
-
-def _read_blobproto_mean(path: str) -> np.ndarray:
-    """Minimal BlobProto reader (new ``shape`` or legacy num/channels/height/width), num must be 1."""
-    from magic_init.proto import caffe_pb2
-    blob = caffe_pb2.BlobProto()
-    try:
-        with open(path, "rb") as f:
-            blob.ParseFromString(f.read())
-    except Exception as e:
-        raise DataError("%s: not a BlobProto mean file (%s)" % (path, e)) from None
-    dims = list(blob.shape.dim) if blob.HasField("shape") else [blob.num, blob.channels, blob.height, blob.width]
-    data = np.array(blob.data if len(blob.data) else blob.double_data, dtype=np.float32)
-    if len(dims) == 4 and dims[0] == 1:
-        dims = dims[1:]
-    if len(dims) != 3 or data.size != int(np.prod(dims)):
-        raise DataError("%s: mean blob has shape %s and %d values, expected 1xCxHxW" % (path, dims, data.size))
-    return data.reshape(dims)
-
-
-def _resolve(path: str, base_dir) -> str:
-    if base_dir and not os.path.isabs(path) and not os.path.exists(path):
-        return os.path.join(base_dir, path)
-    return path
 
 
 def _size_or_none(size):

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from magic_init.errors import BackendError, MagicInitError, NetDefinitionError
-from magic_init.proto import caffe_pb2
 
 
 class BackwardPlan(NamedTuple):
@@ -75,16 +74,6 @@ def backward_needs(layers, bottom_names, param_specs, force_backward) -> Backwar
         plan.bottoms.append(needs)
         plan.params.append(params)
     return plan
-
-
-def load_net_parameter(net):
-    """A NetParameter from a prototxt path or a NetParameter (copied, upgraded by magic_init.io)."""
-    from magic_init.io import read_prototxt, upgrade_net
-    if isinstance(net, caffe_pb2.NetParameter):
-        copy = caffe_pb2.NetParameter()
-        copy.CopyFrom(net)
-        return upgrade_net(copy)
-    return read_prototxt(os.fspath(net))
 
 
 def resolve_device(device) -> torch.device:

@@ -62,3 +62,32 @@ def test_no_data_and_no_data_layer_is_a_clear_error():
     net = text_format.Parse('layer { name: "in" type: "Input" top: "data" }', caffe_pb2.NetParameter())
     with pytest.raises(DataError, match="give --data"):
         choose_source(None, net)
+
+
+STAGED = """
+layer { name: "a_data" type: "ImageData" top: "data" include { phase: TEST stage: "a" }
+  image_data_param { source: "%s" root_folder: "%s/" new_height: 10 new_width: 10 } }
+layer { name: "b_data" type: "ImageData" top: "data" include { phase: TEST stage: "b" }
+  image_data_param { source: "%s" root_folder: "%s/" new_height: 12 new_width: 14 } }
+"""
+
+
+def test_the_data_layer_is_chosen_by_netgraphs_rules_with_stages(tmp_path):
+    (tmp_path / "a.txt").write_text("astronaut.jpg 0\n")
+    (tmp_path / "b.txt").write_text("hubble.jpg 1\nrocket.jpg 2\n")
+    net = text_format.Parse(STAGED % (tmp_path / "a.txt", EXAMPLES, tmp_path / "b.txt", EXAMPLES),
+                            caffe_pb2.NetParameter())
+    assert find_data_layer(net) is None                 # neither stage is on
+    assert find_data_layer(net, "test", stages=("b",)).name == "b_data"
+    source, transform = choose_source(None, net, stages=("b",))
+    assert [os.path.basename(p) for p in source.paths] == ["hubble.jpg", "rocket.jpg"]
+    assert transform.resize == (12, 14)
+    net.state.stage.append("a")                          # the prototxt's own state, as Caffe reads it
+    assert find_data_layer(net).name == "a_data"
+
+
+@pytest.mark.parametrize("phase", ["TRAIN", "train", caffe_pb2.TRAIN])
+def test_the_phase_is_normalized_for_the_layer_and_its_transform(phase):
+    assert find_data_layer(net_param(), phase).name == "train_data"
+    _, transform = choose_source(None, net_param(), phase="TEST")
+    assert transform.phase == "test"

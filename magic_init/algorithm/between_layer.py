@@ -16,19 +16,17 @@ layer moves towards C̃ by the factor (C̃_k/C̃)^(-α) and the layers do not pu
 each other (a pure "undo in the next layer" scheme does: it moves layer k's excess to layer k+1).
 
 The analytic update equals a re-measurement to float precision on homogeneous nets (tested on
-the engine and the numpy fake net; CaffeNet without LRN: identical to 4 digits). LRN is not
+the engine and the numpy fake net). LRN is not
 homogeneous at the activation scales Algorithm 1 produces (y = x·(k + α/n·Σx²)^(-β) tends to
 degree 1−2β), so after ``max_iter`` analytic steps we re-measure and repeat, ``rounds`` times
-(default 2; each round is one forward+backward pass). CaffeNet, 32 smooth random images,
-Gaussian init, measured max/min of the layer rates afterwards: 1 round ≈ 4x, 2 rounds 1.26x,
-3 rounds 1.12x, 4 rounds 1.05x (damping is what makes the rounds converge: 4 rounds of 50
-undamped-ish steps overshoot to 1.36x).
+(default 2; each round is one forward+backward pass). Damping is what makes the rounds converge
+(the spread after 1-4 rounds: docs/RESULTS.md, "Measurements behind design choices").
 
 Rate definition (``rate``): "gradient" (default) takes C̃_{k,j} from the measured weight
 gradients (Eq. 3, no independence assumption); "eq4" from the factorized Eq. (4). They agree for
-Gaussian inits, but k-means filters correlate z_{k-1} with y_k: on CaffeNet after k-means, Eq. 4
-underestimates conv2-conv4's gradient rates by 1.5x, so calibrating on Eq. 4 left a 1.54x spread
-in the real (measure_stat) rates. The original code also calibrates on measured gradients.
+Gaussian inits, but k-means filters correlate z_{k-1} with y_k, and then Eq. 4 underestimates the
+gradient rates of some layers, so calibrating on it leaves a spread in the real (measure_stat) rates
+(docs/RESULTS.md). The original code also calibrates on measured gradients.
 
 The rescaled layers are the affine layers and the Scale layers with one bottom and a learned,
 unshared per-channel γ (``netinfo.rescalable_layers``): y_c = γ_c·x_c + β_c is affine with a

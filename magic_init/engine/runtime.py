@@ -4,8 +4,8 @@ malloc tuning for the CPU engine.
 On glibc, tensors above the mmap threshold (at most 32 MB) are mmap'ed fresh on each
 allocation and unmapped on free, so every forward pass page-faults its large blobs in again.
 ``keep_freed_memory()`` makes malloc serve large blocks from the heap and keep freed memory
-(mallopt M_MMAP_MAX = 0, M_TRIM_THRESHOLD = huge): GoogLeNet batch 16 forward+backward got
-~19% faster, CaffeNet ~3%. The cost: resident memory stays at its high-water mark.
+(mallopt M_MMAP_MAX = 0, M_TRIM_THRESHOLD = huge): faster forward+backward passes (docs/RESULTS.md,
+"Measurements behind design choices"). The cost: resident memory stays at its high-water mark.
 """
 from __future__ import annotations
 

@@ -112,7 +112,7 @@ class Layer:
     def output_shapes(self, bottom_shapes):
         """Top shapes computed from the bottom shapes (tuples), checking what Caffe's Reshape
         checks; None lets the net run ``forward`` on shape-only tensors instead (slower: torch's
-        meta kernels import its compiler stack on first use, ~2 s)."""
+        meta kernels import its compiler stack on first use)."""
         return None
 
     def forward_for_backward(self, bottoms, params):

@@ -4,8 +4,8 @@
 Space to depth: with the kernel zero-padded to a multiple of the stride s, the strided
 convolution y = W *_s x_p equals a stride-1 convolution of s2d(x_p) (channels C s^2, spatial
 size / s) with s2d(W). Its input gradient is then a stride-1 transposed convolution,
-dx_p = d2s(W'^T * dy), cropped to the padded input and then by the padding. CaffeNet's conv1
-(3 channels, 11x11, stride 4): 86 ms -> 21 ms for a batch of 16 on 2 CPU cores.
+dx_p = d2s(W'^T * dy), cropped to the padded input and then by the padding (timings: docs/RESULTS.md,
+"Measurements behind design choices").
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 # Rewrite only when the rewritten input has at most this many channels (C_in / group * s_h * s_w):
-# measured faster for image-input layers (3 x 16, 3 x 4), slower for deep layers (64 x 4, 128 x 4).
+# faster for image-input layers, slower for deep ones (docs/RESULTS.md, "Measurements behind design choices").
 SPACE_TO_DEPTH_MAX_CHANNELS = 64
 
 

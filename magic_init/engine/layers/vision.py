@@ -209,8 +209,8 @@ def _stochastic_test(x, size, w, out):
 
 def _max_pool_with_indices(x, kernel, stride, pad, ceil_mode):
     """torch's max pooling and its argmax indices; on the CPU through a channels-last copy, whose
-    kernel picks the same (first) maximum of each window but runs several times faster (CaffeNet
-    pool1 at batch 16, 2 cores: 18 ms -> 6 ms, copies included). Indices may be channels-last."""
+    kernel picks the same (first) maximum of each window but runs several times faster, copies
+    included (docs/RESULTS.md). Indices may be channels-last."""
     if x.device.type == "cpu":
         y, indices = F.max_pool2d(x.contiguous(memory_format=torch.channels_last), kernel, stride, pad,
                                   ceil_mode=ceil_mode, return_indices=True)

@@ -13,9 +13,9 @@ The CLI's steps, as functions (see README.md, "Python API")::
     net = magic_init.build_net(model, backend="torch", device="cpu", batch_size=16)
     sample = magic_init.load_sample(net, model, data="voc_train.txt", num_images=160)
     plan = magic_init.plan_initialization(model, net)         # the layers the model does not provide
-    magic_init.initialize(net, sample.data, init="kmeans", layers=plan.initialize)
-    # or, when the model provides every layer: magic_init.rescale(net, sample.data)
-    stats = magic_init.measure(net, sample.data)
+    magic_init.initialize(net, sample.batches, init="kmeans", layers=plan.initialize)
+    # or, when the model provides every layer: magic_init.rescale(net, sample.batches)
+    stats = magic_init.measure(net, sample.batches)
     magic_init.save_model("out.caffemodel", model, net)
 """
 __version__ = "0.1.0"

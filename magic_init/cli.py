@@ -346,7 +346,7 @@ def init_command(prototxt, output, **kw):
         rate=kw["rate"], verify=verbose >= 1, rate_dropout=kw["rate_dropout"], normalize=kw["normalize"],
         # nothing re-initialized: the loaded model is rescaled, keep its function
         factors=kw["factors"], exact=not plan.initialize)
-    run_passes(net, sample.data, passes, batch_size=kw["batch_size"], progress=progress)
+    run_passes(net, sample.batches, passes, batch_size=kw["batch_size"], progress=progress)
     load.save_model(output, model, net)
     log.info("wrote %s", output)
     _write_sized_prototxt(prototxt, output, model, net, kw, dict(inputs, OUTPUT=output))
@@ -467,7 +467,7 @@ def stats_command(prototxt, json_path, plot_path, fillers, **kw):
         _warn_zero_filled(model, net, label)
         if sample is None:
             sample = _sample(net, model, kw, progress)
-        stats = measure_stat.measure(net, sample.data, batch_size=kw["batch_size"], seed=kw["seed"],
+        stats = measure_stat.measure(net, sample.batches, batch_size=kw["batch_size"], seed=kw["seed"],
                                      progress=progress, rate_dropout=kw["rate_dropout"])
         measured.append((label, dict(stats, model=label)))
         del net

@@ -433,7 +433,9 @@ def load_sample(net, model, data=None, root=None, num_images=160, batch_size=16,
         progress: If True, a progress bar over the batches read (default False).
 
     Returns:
-        A ``magic_init.data.Sample``: ``data`` (n, C, H, W) float32 images, ``labels`` (n,) int64 or
+        A ``magic_init.data.Sample``: ``batches`` (a ``BatchStore`` of ``{input blob: images}``, what
+        ``initialize``/``rescale``/``measure`` take without joining them), ``data`` (n, C, H, W)
+        float32 images joined into one array, ``labels`` (n,) int64 or
         None, ``names`` (the items' names), ``skipped`` (list of (item name, reason) for unreadable
         items), ``source_size`` (items in the source) and ``used`` (n).
     """
@@ -451,7 +453,7 @@ def load_sample(net, model, data=None, root=None, num_images=160, batch_size=16,
                                       scale=scale, size=size, base_dir=_prototxt_dir(model),
                                       phase=state.phase, level=state.level, stages=tuple(state.stage))
     sample = read_sample(source, transform, num_images=num_images, seed=seed, batch_size=batch_size,
-                         progress=progress)
-    log.info("sample: %d images from %s (%d skipped as unreadable)", len(sample.data), data or "the data layer",
+                         progress=progress, key=image_blob)
+    log.info("sample: %d images from %s (%d skipped as unreadable)", sample.used, data or "the data layer",
              len(sample.skipped))
     return sample

@@ -68,7 +68,9 @@ def measure(net, sample, batch_size=16, seed=0, progress=False, rate_dropout=Tru
 
     Args:
         net: The net (``build_net``, ``Net`` or ``get_net``); its weights are not changed.
-        sample: A float32 (N, C, H, W) array for the net's first input, or a dict ``{input blob: array}``.
+        sample: A float32 (N, C, H, W) array for the net's first input, a dict ``{input blob: array}``,
+            or a ``magic_init.batch_store.BatchStore`` of such batches (``load_sample(...).batches``:
+            then ``batch_size`` is the store's own cut).
         batch_size: Images per forward pass (default 16).
         seed: Seed of the random linear loss's η and of the Dropout masks (default 0).
         progress: If True, progress bars on stderr (default False).
@@ -84,10 +86,13 @@ def measure(net, sample, batch_size=16, seed=0, progress=False, rate_dropout=Tru
         ``"images"``: the number of sample images measured.
     """
     runner = SampleRunner(net, sample, batch_size, progress=progress)
-    acts = activation_stats(net, runner)
-    runner.pass_label = "stats: change rates"
-    meter = RateMeter(net, seed=seed, keep_param_diffs=True, dropout=rate_dropout)
-    rates = meter.measure(runner)
+    try:
+        acts = activation_stats(net, runner)
+        runner.pass_label = "stats: change rates"
+        meter = RateMeter(net, seed=seed, keep_param_diffs=True, dropout=rate_dropout)
+        rates = meter.measure(runner)
+    finally:
+        runner.close()
     layers = []
     for index in netinfo.affine_layers(net):
         name = net.layer_names[index]
@@ -108,8 +113,7 @@ def measure(net, sample, batch_size=16, seed=0, progress=False, rate_dropout=Tru
                 entry.update(rate_mean=None, rate_cv=None, orig_rate_mean=None, orig_rate_cv=None,
                              zero_weights=True)
         layers.append(entry)
-    return {"layers": layers, "summary": summarize(layers), "images": sum(len(next(iter(b.values())))
-                                                                          for b in runner.batches)}
+    return {"layers": layers, "summary": summarize(layers), "images": runner.images()}
 
 
 def _finite(value):

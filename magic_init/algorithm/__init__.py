@@ -23,6 +23,7 @@ from magic_init.algorithm.runner import SampleRunner
 from magic_init.algorithm.weight_init import WHITENING_EPS
 from magic_init.algorithm.within_layer import WithinLayer
 from magic_init.choices import DEFAULT_NORMALIZE, INIT_KINDS, check_factors
+from magic_init.memory import release_freed_memory
 
 __all__ = ["initialize", "rescale", "build_passes", "run_passes", "WithinLayer", "BetweenLayer", "SampleRunner", "INIT_KINDS"]
 
@@ -37,12 +38,16 @@ def run_passes(net, sample, passes, batch_size=16, progress=False):
     ``progress``: progress bars on stderr for the long loops (magic_init.progress)."""
     runner = SampleRunner(net, sample, batch_size, progress=progress)
     report, seconds = {}, {}
-    for step in passes:
-        began = time.perf_counter()
-        key = type(step).__name__
-        report[key] = step(net, runner)
-        seconds[key] = time.perf_counter() - began
-        log.info("%s done in %.2f s", key, seconds[key])
+    try:
+        for step in passes:
+            began = time.perf_counter()
+            key = type(step).__name__
+            report[key] = step(net, runner)
+            seconds[key] = time.perf_counter() - began
+            log.info("%s done in %.2f s", key, seconds[key])
+            release_freed_memory()
+    finally:
+        runner.close()
     report["seconds"] = seconds
     return report
 
@@ -99,7 +104,9 @@ def initialize(net, sample, init="gaussian", beta=0.1, between_layer=True, alpha
     Args:
         net: The net (``build_net``, ``Net`` or ``get_net``); its affine layers' weights and biases are
             changed in place.
-        sample: A float32 (N, C, H, W) array for the net's first input, or a dict ``{input blob: array}``.
+        sample: A float32 (N, C, H, W) array for the net's first input, a dict ``{input blob: array}``,
+            or a ``magic_init.batch_store.BatchStore`` of such batches (``load_sample(...).batches``:
+            then ``batch_size`` is the store's own cut).
         init: Weight init before Algorithm 1's normalization: "gaussian" (the default), "pca", "zca",
             "kmeans" or "rand" (``INIT_KINDS``); another value raises ValueError before any pass runs.
         beta: Mean of the initialized layers' outputs (Algorithm 1; default 0.1).
@@ -148,7 +155,9 @@ def rescale(net, sample, alpha=0.25, max_iter=10, tol=DEFAULT_TOL, batch_size=16
     Args:
         net: The net (``build_net``, ``Net`` or ``get_net``); its affine layers' weights and biases are
             rescaled in place.
-        sample: A float32 (N, C, H, W) array for the net's first input, or a dict ``{input blob: array}``.
+        sample: A float32 (N, C, H, W) array for the net's first input, a dict ``{input blob: array}``,
+            or a ``magic_init.batch_store.BatchStore`` of such batches (``load_sample(...).batches``:
+            then ``batch_size`` is the store's own cut).
         alpha: Damping of Algorithm 2's updates (default 0.25).
         max_iter: Analytic iterations per measurement round, at most (default 10).
         tol: Algorithm 2 stops when max_g |log(C̃_g / C̃)| < ``tol`` (default ``DEFAULT_TOL`` = log(1.01)).

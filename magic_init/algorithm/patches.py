@@ -50,14 +50,28 @@ def conv_patches(bottom, geometry, count, rng):
     return patches_at(bottom, geometry, *sample_locations(len(bottom), out_h, out_w, count, rng))
 
 
-def sampled_conv_patches(bottoms, geometry, count, rng):
+def sampled_conv_patches(bottoms, geometry, count, rng, sizes=None, shape=None):
     """conv_patches over the images of all ``bottoms`` (consecutive batches) as if they were one array:
     the locations are drawn over the image indices of the whole sample, so the patches (and their
-    order) do not depend on how the sample is cut into batches."""
-    sizes = [len(b) for b in bottoms]
-    out_h, out_w = output_extent(bottoms[0].shape, geometry)
+    order) do not depend on how the sample is cut into batches.
+
+    Args:
+        bottoms: the batches' bottom arrays (N_b, C, H, W), in order; any iterable, read once.
+        geometry: the convolution's ``ConvGeometry``.
+        count: patches to gather.
+        rng: numpy Generator for the locations.
+        sizes: images per batch, when ``bottoms`` is not a list (then ``shape`` is needed too).
+        shape: the bottom's shape (any N), when ``bottoms`` is not a list.
+
+    Returns:
+        list over groups of (count × C/G·k_h·k_w) float32 arrays.
+    """
+    if sizes is None:
+        bottoms = list(bottoms)
+        sizes, shape = [len(b) for b in bottoms], bottoms[0].shape
+    out_h, out_w = output_extent(shape, geometry)
     images, ys, xs = sample_locations(sum(sizes), out_h, out_w, count, rng)
-    starts = np.cumsum([0] + sizes)
+    starts = np.cumsum([0] + list(sizes))
     result = None
     for b, bottom in enumerate(bottoms):
         pick = np.flatnonzero((images >= starts[b]) & (images < starts[b + 1]))
@@ -73,6 +87,28 @@ def vector_patches(bottom, axis=1):
     """InnerProduct inputs: the bottom flattened from ``axis`` (one row per leading index)."""
     lead = int(np.prod(bottom.shape[:axis]))
     return bottom.reshape(lead, -1).astype(np.float32)
+
+
+def first_vector_patches(bottoms, axis, count):
+    """The first ``count`` rows of the ``vector_patches`` of consecutive batches (fewer when the sample
+    has fewer), read batch by batch: the rows ``np.concatenate`` of all batches would give, cut at ``count``.
+
+    Args:
+        bottoms: the batches' bottom arrays, in order (any iterable; reading stops once enough rows are in).
+        axis: InnerProduct's flatten axis.
+        count: rows wanted.
+
+    Returns:
+        (rows × columns) float32 array.
+    """
+    rows, total = [], 0
+    for bottom in bottoms:
+        part = vector_patches(bottom, axis)[:count - total]
+        rows.append(part)
+        total += len(part)
+        if total >= count:
+            break
+    return np.concatenate(rows)
 
 
 def row_budget(columns, max_rows, max_mb):

@@ -189,7 +189,8 @@ class RateMeter:
         sums, images = {}, 0
         self.param_sq = {}
         dropout_seed, eta_seed = (int(v) for v in self.rng.integers(2 ** 31, size=2))
-        for b, block in enumerate(runner.bar(runner.blocks(RATE_BLOCK), runner.pass_label)):
+        blocks = runner.bar(runner.blocks(RATE_BLOCK), runner.pass_label, total=runner.block_count(RATE_BLOCK))
+        for b, block in enumerate(blocks):
             block_images = 0
             with training_dropout(net, _block_seed(dropout_seed, b), self.dropout):
                 self._clear_param_diffs()        # inside: pycaffe's dropout twin has its own diffs

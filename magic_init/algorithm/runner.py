@@ -3,7 +3,9 @@
 ``SampleRunner`` keeps, per batch, only the blobs that a later layer still reads (liveness
 computed once from bottom/top names), as float32 copies. ``advance(end)`` restores a batch's
 live blobs into ``net.blobs`` and runs ``net.forward(start=<next layer>, end=<end>)`` — so
-Algorithm 1 forwards each layer once, not the whole prefix per initialized layer.
+Algorithm 1 forwards each layer once, not the whole prefix per initialized layer. The sample's
+batches and their live blobs are ``BatchStore``s: in memory up to a budget, in temporary files
+beyond it, so that memory does not grow with the sample size.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import contextlib
 import numpy as np
 
 from magic_init.algorithm import netinfo
+from magic_init.batch_store import DEFAULT_MEMORY_MB, BatchStore
 from magic_init.errors import DataError
 from magic_init.progress import progress as progress_bar
 
@@ -72,16 +75,30 @@ def training_dropout(net, seed, active=True):
 class SampleRunner:
     """Per-batch live blobs of the sample, advanced through the net in layer ranges.
 
-    ``progress`` (bool) asks the passes for progress bars; ``bar(iterable, desc)`` draws one then."""
+    Args:
+        net: the net (either backend).
+        sample: a float32 NCHW array for the net's first input, ``{input blob: array}``, or a
+            ``BatchStore`` of such batches (then ``batch_size`` is the store's own cut).
+        batch_size: images per batch (None: the whole sample in one batch).
+        progress: progress bars for the passes' long loops (``bar(iterable, desc)``).
+        memory_mb: MiB of live blobs kept in memory; the rest goes to temporary files
+            (``BatchStore``); None keeps all in memory.
+    """
 
-    def __init__(self, net, sample, batch_size=None, progress=False):
+    def __init__(self, net, sample, batch_size=None, progress=False, memory_mb=DEFAULT_MEMORY_MB):
         self.net = net
-        self.sample = sample_arrays(sample, net)
         self.batch_size = batch_size
-        self.batches = split_batches(self.sample, net, batch_size)
+        if isinstance(sample, BatchStore):
+            self.batches = sample
+        else:
+            self.batches = BatchStore(memory_mb=None)      # views of the caller's arrays: no copy
+            for batch in split_batches(sample, net, batch_size):
+                self.batches.append(batch)
+        if not len(self.batches):
+            raise DataError("the sample is empty")
         self.used = netinfo.last_use(net)
         self.position = -1
-        self.cache = [dict(batch) for batch in self.batches]
+        self.cache = BatchStore(memory_mb)    # batch i's live blobs once advanced (else its inputs)
         self.progress = progress
         self.pass_label = "forward+backward"
 
@@ -91,6 +108,22 @@ class SampleRunner:
 
     def __len__(self):
         return len(self.batches)
+
+    def images(self):
+        """Images in the sample."""
+        return self.batches.images()
+
+    def batch_images(self):
+        """Images per batch, in order."""
+        return [self.batches.images(i) for i in range(len(self))]
+
+    def live(self, i):
+        """Batch i's live blobs at the current position (its inputs before the first advance)."""
+        return self.cache[i] if i < len(self.cache) else self.batches[i]
+
+    def live_batches(self):
+        """Every batch's live blobs in order, read one batch at a time."""
+        return (self.live(i) for i in range(len(self)))
 
     def advance(self, end, on_batch=None):
         """Forward every batch through layers (position, end]; call ``on_batch(i)`` while its blobs are set.
@@ -106,38 +139,83 @@ class SampleRunner:
     def _advance_to(self, end, on_batch):
         names = self.net.layer_names
         keep = netinfo.live_after(self.net, end, self.used)
-        for i, live in enumerate(self.cache):
-            load_blobs(self.net, live)
+        for i in range(len(self)):
+            load_blobs(self.net, self.live(i))
             with forward_only(self.net):
                 self.net.forward(start=names[self.position + 1], end=names[end])
             if on_batch is not None:
                 on_batch(i)
-            self.cache[i] = {name: np.array(self.net.blobs[name].data, dtype=np.float32) for name in keep}
+            live = {name: np.array(self.net.blobs[name].data, dtype=np.float32) for name in keep}
+            if i < len(self.cache):
+                self.cache[i] = live
+            else:
+                self.cache.append(live)
         self.position = end
 
     def map_cached(self, blob, function):
         """Replace every batch's cached ``blob`` by ``function(array)`` (no-op where it is not live)."""
-        for live in self.cache:
+        for i in range(len(self.cache)):
+            live = self.cache[i]
             if blob in live:
                 live[blob] = function(live[blob])
+                self.cache[i] = live
 
     def full_passes(self):
         """Iterate over batches with only the inputs loaded into the net (for full forward/backward passes).
 
         The progress bar, if any, is labelled ``pass_label`` (set by the pass that asks)."""
-        for batch in self.bar(self.batches, self.pass_label):
+        for batch in self.bar(self.batches, self.pass_label, total=len(self)):
             load_blobs(self.net, batch)
             yield batch
 
     def blocks(self, block):
-        """The sample's batches grouped into blocks of ``block`` images: a list (one entry per block)
-        of lists of batches, not loaded (``load_blobs``). Batches never straddle a block and blocks are
-        fixed by image index, whatever ``batch_size`` is, so that a statistic gathered per block (an
-        accumulated weight gradient, masks drawn from a generator seeded per block) does not depend on it."""
-        grouped, first = [], 0
-        for batch in split_batches(self.sample, self.net, self.batch_size, block):
-            if first % block == 0:
-                grouped.append([])
-            grouped[-1].append(batch)
-            first += len(next(iter(batch.values())))
-        return grouped
+        """The sample's batches grouped into blocks of ``block`` images: yields, per block, the list of
+        its batches, not loaded (``load_blobs``). Batches never straddle a block and blocks are fixed by
+        image index, whatever ``batch_size`` is, so that a statistic gathered per block (an accumulated
+        weight gradient, masks drawn from a generator seeded per block) does not depend on it. One
+        block's batches are read at a time."""
+        bounds = batch_bounds(self.images(), self.batch_size, block)
+        reader = _ImageRanges(self.batches)
+        grouped = []
+        for first, stop in bounds:
+            if first % block == 0 and grouped:
+                yield grouped
+                grouped = []
+            grouped.append(reader.images(first, stop))
+        if grouped:
+            yield grouped
+
+    def block_count(self, block):
+        """How many blocks ``blocks(block)`` yields."""
+        return -(-self.images() // block)
+
+    def close(self):
+        """Remove the live blobs' temporary files (also done when the runner is collected)."""
+        self.cache.close()
+
+
+class _ImageRanges:
+    """Images [first, stop) of a BatchStore as one ``{blob: array}`` batch, reading each stored batch
+    once while the ranges asked for move forward."""
+
+    def __init__(self, store):
+        self.store = store
+        self.starts = np.cumsum([0] + [store.images(i) for i in range(len(store))])
+        self._index, self._batch = -1, None
+
+    def _stored(self, i):
+        if i != self._index:
+            self._index, self._batch = i, self.store[i]
+        return self._batch
+
+    def images(self, first, stop):
+        pieces = []
+        for i in range(int(np.searchsorted(self.starts, first, side="right")) - 1, len(self.store)):
+            begin, end = self.starts[i], self.starts[i + 1]
+            if begin >= stop:
+                break
+            batch = self._stored(i)
+            pieces.append({name: a[max(first, begin) - begin:min(stop, end) - begin] for name, a in batch.items()})
+        if len(pieces) == 1:
+            return pieces[0]
+        return {name: np.concatenate([p[name] for p in pieces]) for name in pieces[0]}

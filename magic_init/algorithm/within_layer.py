@@ -58,7 +58,7 @@ DEAD_FRACTION = 1e-6
 
 #: A layer whose per-channel μ and σ rest on fewer values than this (images × positions) is
 #: normalized as a whole: on a handful of images a channel's σ is mostly noise, and dividing by the
-#: small ones blows the net's output up (GoogLeNet on 2 images: a softmax loss 10x ln 1000).
+#: small ones blows the net's output up (GoogLeNet on 2 images: docs/RESULTS.md).
 MIN_VALUES_PER_CHANNEL = 32
 
 
@@ -81,7 +81,7 @@ def check_finite_input(net, runner, name):
     """Raise MagicInitError when the input of layer ``name`` holds NaN or Inf on the sample (from the
     sample or a kept layer below): its μ and σ, and so the layer's weights, would be NaN."""
     bottom = net.bottom_names[name][0]
-    if not all(np.all(np.isfinite(live[bottom])) for live in runner.cache if bottom in live):
+    if not all(np.all(np.isfinite(live[bottom])) for live in runner.live_batches() if bottom in live):
         raise MagicInitError("layer '%s': its input '%s' is not finite on the sample (NaN or Inf from the "
                              "sample or a layer below it, e.g. loaded weights)" % (name, bottom))
 
@@ -339,16 +339,17 @@ class WithinLayer:
         outputs = weight.shape[0]
         if kind == "InnerProduct":
             axis = netinfo.inner_product_axis(net, name)
-            sample = np.concatenate([patches.vector_patches(live[bottom], axis) for live in runner.cache])
-            budget = patches.row_budget(sample.shape[1], self.max_patches, self.max_patch_mb)
-            sample = sample[:budget]
-            groups, per_group = [sample], outputs
+            columns = int(np.prod(net.blobs[bottom].data.shape[axis:]))
+            budget = patches.row_budget(columns, self.max_patches, self.max_patch_mb)
+            groups = [patches.first_vector_patches((live[bottom] for live in runner.live_batches()), axis, budget)]
+            per_group = outputs
         else:
             geometry = netinfo.conv_geometry(net, name)
             columns = int(np.prod(weight.shape[1:]))
             budget = patches.row_budget(columns, self.max_patches, self.max_patch_mb)
-            groups = patches.sampled_conv_patches([live[bottom] for live in runner.cache], geometry, budget,
-                                                  self.rng)
+            groups = patches.sampled_conv_patches((live[bottom] for live in runner.live_batches()), geometry,
+                                                  budget, self.rng, sizes=runner.batch_images(),
+                                                  shape=net.blobs[bottom].data.shape)
             per_group = outputs // geometry.group
         if len(groups[0]) < per_group:
             return None, "%d sample rows for %d outputs (too few samples)" % (len(groups[0]), per_group)

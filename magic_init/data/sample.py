@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from magic_init.batch_store import DEFAULT_MEMORY_MB, BatchStore
 from magic_init.data.images import UnreadableImage
 from magic_init.data.sources import open_source
 from magic_init.errors import DataError
@@ -32,15 +33,31 @@ class Batch:
 
 
 @dataclass
-class Sample(Batch):
-    """The whole sample, plus what was skipped: ``skipped`` is a list of (item name, reason)."""
+class Sample:
+    """The sample as the reader cut it into batches, plus what was skipped.
 
+    ``batches`` is a ``magic_init.batch_store.BatchStore`` of ``{key: (n, C, H, W) float32}``
+    batches (in memory up to its budget, in temporary files beyond it: memory does not grow with
+    the sample); ``data`` joins them into one array on demand. ``labels`` (N,) int64 or None,
+    ``names`` the items' names, ``skipped`` a list of (item name, reason), ``source_size`` the
+    items in the source.
+    """
+
+    batches: BatchStore
+    labels: np.ndarray | None
+    names: list
     skipped: list = field(default_factory=list)
     source_size: int = 0
+    key: str = "data"
+
+    @property
+    def data(self) -> np.ndarray:
+        """The whole sample as one (N, C, H, W) float32 array (built from ``batches`` on each call)."""
+        return np.concatenate([batch[self.key] for batch in self.batches])
 
     @property
     def used(self) -> int:
-        return len(self.data)
+        return self.batches.images()
 
 
 class SampleReader:
@@ -113,29 +130,41 @@ class SampleReader:
 
 
 def load_sample(source, transform, num_images: int = DEFAULT_NUM_IMAGES, seed: int = 0,
-                batch_size: int = 64, progress: bool = False) -> Sample:
-    """Load the whole sample as one array (160 x 3 x 227 x 227 float32 is about 100 MB),
-    under a progress bar (one step per batch) when ``progress``."""
+                batch_size: int = 64, progress: bool = False, key: str = "data",
+                memory_mb=DEFAULT_MEMORY_MB) -> Sample:
+    """Read the sample batch by batch into a ``BatchStore``, under a progress bar (one step per
+    batch) when ``progress``.
+
+    Args:
+        source: a source object or spec (``open_source``).
+        transform: the ``Transform`` applied to every image.
+        num_images: images wanted (see the module docstring for which).
+        seed: seed of the visiting order (and of TRAIN-phase crops and mirrors).
+        batch_size: images per stored batch.
+        progress: a progress bar over the batches read.
+        key: the name the images are stored under in each batch (the net's input blob).
+        memory_mb: MiB of images kept in memory, the rest in temporary files; None: all in memory.
+
+    Returns:
+        a ``Sample``.
+    """
     from magic_init.progress import progress as progress_bar
 
     reader = SampleReader(source, transform, num_images, seed)
     expected = -(-min(reader.num_images, len(reader.source)) // batch_size)
-    batches = list(progress_bar(reader.batches(batch_size), total=expected, desc="loading sample",
-                                enabled=progress, unit="batch"))
-    whole = _concat(batches)
-    return Sample(whole.data, whole.labels, whole.names, skipped=reader.skipped,
-                  source_size=len(reader.source))
+    store, labels, names = BatchStore(memory_mb), [], []
+    for batch in progress_bar(reader.batches(batch_size), total=expected, desc="loading sample",
+                              enabled=progress, unit="batch"):
+        store.append({key: batch.data})
+        labels.append(batch.labels)
+        names.extend(batch.names)
+    joined = None if any(lab is None for lab in labels) else np.concatenate(labels)
+    return Sample(store, joined, names, skipped=reader.skipped, source_size=len(reader.source), key=key)
 
 
 def _stack(items) -> Batch:
     arrays, labels, names = zip(*items)
     return Batch(np.stack(arrays), _labels_or_none(labels), list(names))
-
-
-def _concat(batches) -> Batch:
-    labels = [b.labels for b in batches]
-    joined = None if any(lab is None for lab in labels) else np.concatenate(labels)
-    return Batch(np.concatenate([b.data for b in batches]), joined, [n for b in batches for n in b.names])
 
 
 def _labels_or_none(labels):

@@ -184,6 +184,12 @@ def inner_product_axis(net, name):
     return int(param.inner_product_param.axis) if param is not None else 1
 
 
+def inner_product_transposed(net, name):
+    """``inner_product_param.transpose``: the weight blob is (inputs, outputs) instead of (outputs, inputs)."""
+    param = layer_param(net, name)
+    return bool(param.inner_product_param.transpose) if param is not None else False
+
+
 def group_count(net, name):
     """Groups of an affine layer: from ``convolution_param.group``, else bottom channels / weight
     columns; a rescalable Scale (a diagonal weight) has one group per channel."""

@@ -40,9 +40,11 @@ size; any batch size >= RATE_BLOCK gives the same masks, since its batches are t
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
-from magic_init.algorithm import netinfo
+from magic_init.algorithm import netinfo, patches
 from magic_init.choices import check_rate
 from magic_init.algorithm.runner import load_blobs, training_dropout
 from magic_init.algorithm.within_layer import output_view
@@ -126,6 +128,23 @@ def scale_columns(kind, weight, group, factors):
         view *= f.reshape((group, 1, -1) + (1,) * (weight.ndim - 2))
 
 
+def gram_column_norms(inputs, top_diffs):
+    """Σ over rows i of G_ij² for the InnerProduct weight gradient G = Dᵀ X of a block, from X
+    (inputs, n × columns) and D (top diffs, n × outputs) without forming G (outputs × columns):
+    Σ_i G_ij² = Σ_ab X_aj (D Dᵀ)_ab X_bj, with D Dᵀ only n × n. float64.
+
+    Args:
+        inputs: (n, columns) array, the layer's input rows of the block.
+        top_diffs: (n, outputs) array, the top diffs of the same rows.
+
+    Returns:
+        (columns,) float64 array: column_weight_norms of G.
+    """
+    x = np.asarray(inputs, dtype=np.float64)
+    d = np.asarray(top_diffs, dtype=np.float64)
+    return np.einsum("aj,aj->j", x, (d @ d.T) @ x)
+
+
 def row_column_norms(weight):
     """Σ over kernel taps of a convolution weight's squares: one entry per output channel i (row)
     and input channel j of its group (column), float64 of shape (num_output, channels per group)."""
@@ -177,6 +196,19 @@ class RateMeter:
         self.dropout = dropout
         #: Layers whose weight gradients are also kept per row (``LayerRates.row_g2``): per-channel factors.
         self.rows = set(rows)
+        #: InnerProduct layers whose block gradient's column norms come from the block's inputs and top
+        #: diffs (``gram_column_norms``) instead of a weight gradient the size of the weights.
+        self.gram = self._gram_layers()
+        self._block = {name: ([], []) for name in self.gram}
+
+    def _gram_layers(self):
+        """The InnerProduct layers measured from small matrices: where the backend can skip their
+        weight gradient (``without_weight_diffs``) and nothing needs the gradient itself."""
+        net = self.net
+        if self.keep_param_diffs or not callable(getattr(net, "without_weight_diffs", None)):
+            return []
+        return [net.layer_names[i] for i in self.affine if net.layer_types[i] == "InnerProduct"
+                and net.layer_names[i] not in self.rows and not netinfo.inner_product_transposed(net, net.layer_names[i])]
 
     def measure(self, runner):
         """``{layer: LayerRates}`` over all batches; with keep_param_diffs also ``param_sq`` per layer.
@@ -186,10 +218,19 @@ class RateMeter:
         engine (one serial generator per Dropout layer); on Caffe as long as the net has at most one
         Dropout layer or the batches are whole blocks (batch_size >= RATE_BLOCK)."""
         net, names = self.net, self.net.layer_names
-        sums, images = {}, 0
+        sums = {}
         self.param_sq = {}
         dropout_seed, eta_seed = (int(v) for v in self.rng.integers(2 ** 31, size=2))
         blocks = runner.bar(runner.blocks(RATE_BLOCK), runner.pass_label, total=runner.block_count(RATE_BLOCK))
+        with net.without_weight_diffs(self.gram) if self.gram else contextlib.nullcontext():
+            self._measure_blocks(blocks, sums, dropout_seed, eta_seed)
+        images = runner.images()
+        return {name: self._finish(name, kind, s, images) for name, kind, s in
+                ((names[i], net.layer_types[i], sums[names[i]]) for i in self.affine)}
+
+    def _measure_blocks(self, blocks, sums, dropout_seed, eta_seed):
+        """The forward+backward passes of ``measure``, block by block, adding into ``sums``."""
+        net, images = self.net, 0
         for b, block in enumerate(blocks):
             block_images = 0
             with training_dropout(net, _block_seed(dropout_seed, b), self.dropout):
@@ -204,8 +245,6 @@ class RateMeter:
                     block_images += count
                 self._add_weight_gradients(sums, block_images)
             images += block_images
-        return {name: self._finish(name, kind, s, images) for name, kind, s in
-                ((names[i], net.layer_types[i], sums[names[i]]) for i in self.affine)}
 
     def _eta(self, seed, first, count):
         """η for images first..first+count-1, one array per output blob: image i's draw comes from a
@@ -219,9 +258,11 @@ class RateMeter:
         return [np.stack(d) for d in draws]
 
     def _clear_param_diffs(self):
-        for blobs in self.net.params.values():
-            for b in blobs:
-                b.diff[...] = 0
+        """Zero the parameter diffs (not the weight diffs nobody computes: ``gram``)."""
+        for name, blobs in self.net.params.items():
+            for j, b in enumerate(blobs):
+                if not (j == 0 and name in self._block):
+                    b.diff[...] = 0
 
     def _split_points(self):
         """The measured layers whose bottom data (``capture_bottom``) or top diff (``capture_top``) a
@@ -272,6 +313,9 @@ class RateMeter:
         entry = sums.setdefault(name, {"col": 0.0, "count": 0, "y": 0.0, "param": 0.0, "grad": 0.0, "blocks": 0})
         entry["col"] = entry["col"] + total
         entry["count"] += count
+        if name in self._block:
+            bottom = self.net.blobs[self.net.bottom_names[name][0]].data
+            self._block[name][0].append(patches.vector_patches(bottom, netinfo.inner_product_axis(self.net, name)))
 
     def _add_top_gradient(self, i, sums):
         """E[‖y_k‖²] terms of this batch (top diffs are overwritten by every backward)."""
@@ -279,16 +323,25 @@ class RateMeter:
         group = netinfo.group_count(self.net, name)
         top = self.net.blobs[self.net.top_names[name][0]]
         sums[name]["y"] = sums[name]["y"] + _group_gradient(top.diff, group)
+        if name in self._block:
+            diff = top.diff
+            self._block[name][1].append(diff.reshape(-1, diff.shape[-1]).astype(np.float32))
 
     def _add_weight_gradients(self, sums, images):
         """Weight-gradient terms of one block of ``images`` images (param diffs accumulate over its batches)."""
         for i in self.affine:
             name, kind = self.net.layer_names[i], self.net.layer_types[i]
             group = netinfo.group_count(self.net, name)
-            diff = self.net.params[name][0].diff
-            # η independent per image: E[(Σ_b g_b)²] = B·E[g²], so diff²/B estimates the per-image E[g²]
-            sums[name]["grad"] = sums[name]["grad"] + column_weight_norms(kind, diff, group) / images
             sums[name]["blocks"] += 1
+            # η independent per image: E[(Σ_b g_b)²] = B·E[g²], so diff²/B estimates the per-image E[g²]
+            if name in self._block:
+                inputs, top_diffs = self._block[name]
+                sums[name]["grad"] = sums[name]["grad"] + gram_column_norms(np.concatenate(inputs),
+                                                                            np.concatenate(top_diffs)) / images
+                self._block[name] = ([], [])
+                continue
+            diff = self.net.params[name][0].diff
+            sums[name]["grad"] = sums[name]["grad"] + column_weight_norms(kind, diff, group) / images
             if self.keep_param_diffs:
                 sums[name]["param"] = sums[name]["param"] + np.square(diff) / np.float32(images)
             if name in self.rows:

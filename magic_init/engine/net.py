@@ -185,6 +185,22 @@ class Net:
             self._recording = previous
 
     @contextlib.contextmanager
+    def without_weight_diffs(self, names):
+        """Backward passes inside compute no gradient for the weight blob (parameter 0) of the layers
+        ``names`` (their bias and bottom gradients as before); those weight diffs keep their values.
+        For a caller that takes what it needs from the layer's bottom and top diff instead (the
+        weight gradient of an InnerProduct layer is the size of its weights)."""
+        indices = [self._index(name, None) for name in names]
+        previous = [self._plan.params[i][:1] for i in indices]
+        for i in indices:
+            self._plan.params[i][:1] = [False] * len(self._plan.params[i][:1])
+        try:
+            yield self
+        finally:
+            for i, value in zip(indices, previous):
+                self._plan.params[i][:1] = value
+
+    @contextlib.contextmanager
     def train_dropout(self, seed=0):
         """Dropout layers run as in TRAIN phase inside (y = x·mask/(1-p)); every other layer keeps
         its phase (BatchNorm keeps its stored statistics). For measuring what training sees without

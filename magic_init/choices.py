@@ -9,6 +9,7 @@ and without numpy, so that the CLI's --help reads them without importing the alg
   and "channel" chosen by the number of convolutions ("auto", the default).
 - RESCALE_FACTORS: what exact rescaling (``--load``) gives its own factor in Algorithm 2: each
   convolution output channel ("channel") or each layer ("layer", the paper's).
+- FIRST_ROUND_IMAGES: the images Algorithm 2's first measurement round uses when there are more.
 - RATE_DEFINITIONS: the change rate Algorithm 2 equalizes ("gradient": from the measured weight
   gradients, Eq. 3; "eq4": the paper's factorized Eq. 4).
 """
@@ -23,6 +24,10 @@ NORMALIZE_UNITS = ("auto", "channel", "layer", "conv-layer")
 #: (within_layer.auto_unit; docs/TRAINING.md, session 6: each wins on the benchmark nets of its kind).
 DEFAULT_NORMALIZE = "auto"
 RESCALE_FACTORS = ("channel", "layer")
+#: With two or more rounds, Algorithm 2's first measures on the sample's first this many images (three
+#: blocks of rates.RATE_BLOCK): it only has to bring the rates near each other; the last round
+#: measures on the whole sample and sets the final scales (0 or None: every round on the whole sample).
+FIRST_ROUND_IMAGES = 48
 
 
 def check_init(kind, allowed=INIT_KINDS):

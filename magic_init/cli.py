@@ -21,7 +21,8 @@ import warnings
 import click
 
 from magic_init import __version__, resources
-from magic_init.choices import DEFAULT_NORMALIZE, INIT_KINDS, NORMALIZE_UNITS, RATE_DEFINITIONS, RESCALE_FACTORS
+from magic_init.choices import (DEFAULT_NORMALIZE, FIRST_ROUND_IMAGES, INIT_KINDS, NORMALIZE_UNITS, RATE_DEFINITIONS,
+                                RESCALE_FACTORS)
 from magic_init.errors import MagicInitError
 from magic_init.io import STDOUT, atomic_write, check_output, same_file
 
@@ -280,6 +281,9 @@ def cli():
 @click.option("--rounds", default=2, show_default=True, type=click.IntRange(1),
               help="Algorithm 2 measurement rounds: each re-measures the change rates with one forward+backward "
                    "pass, then iterates (corrects what LRN's non-homogeneity makes the analytic update miss).")
+@click.option("--first-round-images", default=FIRST_ROUND_IMAGES, show_default=True, type=click.IntRange(0),
+              help="With two or more --rounds, the first measures the change rates on the sample's first N "
+                   "images only (the last round measures on all); 0: every round on the whole sample.")
 @click.option("--rate", "rate", type=click.Choice(RATE_DEFINITIONS), default="gradient", show_default=True,
               help="Change rate Algorithm 2 equalizes: 'gradient' from the measured weight gradients (Eq. 3, "
                    "as the original's measure_stat), 'eq4' from the paper's factorized Eq. 4.")
@@ -345,7 +349,7 @@ def init_command(prototxt, output, **kw):
         max_iter=kw["max_iter"], tol=math.log1p(kw["tol"]), rounds=1 if kw["fast"] else kw["rounds"],
         rate=kw["rate"], verify=verbose >= 1, rate_dropout=kw["rate_dropout"], normalize=kw["normalize"],
         # nothing re-initialized: the loaded model is rescaled, keep its function
-        factors=kw["factors"], exact=not plan.initialize)
+        factors=kw["factors"], exact=not plan.initialize, first_round_images=kw["first_round_images"])
     run_passes(net, sample.batches, passes, batch_size=kw["batch_size"], progress=progress)
     load.save_model(output, model, net)
     log.info("wrote %s", output)

@@ -245,9 +245,14 @@ def build_net(model, backend="auto", device="cpu", batch_size=16, size=None, dat
         from magic_init.engine.layers import check_supported
         check_supported(netgraph.filter_net(model.net, netgraph.net_state("test", level, stages, model.net)).layer)
     net_param = instantiate_for_run(model, batch_size, size, data, root, level, stages)
+    loaded = {name for name, arrays in model.weights.items() if arrays}
+    extra = {}
+    if chosen == "torch" and not fillers:      # zeroed below: drawing their fillers is wasted time
+        extra["unfilled"] = [layer.name for layer in net_param.layer
+                             if layer.type in AFFINE_TYPES and layer.name not in loaded]
     net = get_net(net_param, backend=chosen, device=device, phase="test", instantiated=True,
-                  seed=seed if fillers else None)
-    reset_unloaded_layers(net, {name for name, arrays in model.weights.items() if arrays}, keep_affine=fillers)
+                  seed=seed if fillers else None, **extra)
+    reset_unloaded_layers(net, loaded, keep_affine=fillers)
     if model.weights:
         copy_weights(model.weights, net.params, source_name=model.weights_path)
     return net

@@ -3,7 +3,8 @@
 Every layer's forward and backward runs on the built-in engine are counted in images; one pass is
 the whole sample through a layer once. The budget: Algorithm 1 forwards each layer once (its cache
 carries the sample from layer to layer), each Algorithm 2 measurement is one forward and one
-backward pass, ``-v`` adds one of each (the measured spread), and rescaling with per-channel
+backward pass (the first round of two over ``--first-round-images`` = 48 images, so the whole
+8-image sample here), ``-v`` adds one of each (the measured spread), and rescaling with per-channel
 factors measures once. A change that adds a pass fails here, whatever the machine's speed.
 """
 from __future__ import annotations
@@ -58,9 +59,11 @@ def passes(monkeypatch):
     ((), (3, 2)),                                  # Algorithm 1: 1 forward; Algorithm 2: 2 rounds
     (("--init", "kmeans"), (3, 2)),
     (("-v",), (4, 3)),                             # + the measured spread after the last step
+    (("--first-round-images", "4"), (2.5, 1.5)),   # Algorithm 2's first round on half the sample
+    (("--first-round-images", "0"), (3, 2)),       # every round on the whole sample
     (("--fast",), (2, 1)),                         # one Algorithm 2 round
     (("--no-between-layer",), (1, 0)),
-], ids=["gaussian", "kmeans", "verbose", "fast", "algorithm1-only"])
+], ids=["gaussian", "kmeans", "verbose", "first-round-half", "first-round-whole", "fast", "algorithm1-only"])
 def test_initializing_makes_the_budgeted_passes(passes, tmp_path, flags, expected):
     assert passes(REPO / "models/tiny.prototxt", tmp_path / "out.caffemodel", *flags) == expected
 

@@ -22,7 +22,7 @@ from magic_init.algorithm.between_layer import BetweenLayer
 from magic_init.algorithm.runner import SampleRunner
 from magic_init.algorithm.weight_init import WHITENING_EPS
 from magic_init.algorithm.within_layer import WithinLayer
-from magic_init.choices import DEFAULT_NORMALIZE, INIT_KINDS, check_factors
+from magic_init.choices import DEFAULT_NORMALIZE, FIRST_ROUND_IMAGES, INIT_KINDS, check_factors
 from magic_init.memory import release_freed_memory
 
 __all__ = ["initialize", "rescale", "build_passes", "run_passes", "WithinLayer", "BetweenLayer", "SampleRunner", "INIT_KINDS"]
@@ -55,7 +55,8 @@ def run_passes(net, sample, passes, batch_size=16, progress=False):
 def build_passes(within_layer=True, between_layer=True, init="gaussian", beta=0.1, layers=None, seed=0,
                  max_patches=10000, max_patch_mb=1024, data_driven_fc=False, stats_dropout=True,
                  whitening_eps=WHITENING_EPS, alpha=0.25, max_iter=10, tol=DEFAULT_TOL, rounds=2, rate="gradient",
-                 exact=False, verify=False, rate_dropout=True, normalize=DEFAULT_NORMALIZE, factors="channel"):
+                 exact=False, verify=False, rate_dropout=True, normalize=DEFAULT_NORMALIZE, factors="channel",
+                 first_round_images=FIRST_ROUND_IMAGES):
     """The passes of one run, validated before any of them runs (an unknown ``init`` or ``rate``
     raises ValueError here). The one place that turns options into passes: ``initialize``,
     ``rescale`` and the CLI all build them here.
@@ -67,6 +68,8 @@ def build_passes(within_layer=True, between_layer=True, init="gaussian", beta=0.
         factors: with ``exact``, "channel" gives each convolution output channel its own factor
             (``channel_factors``: equal rates where per-layer factors cannot reach them, e.g. residual
             blocks), "layer" one factor per layer (the paper's Algorithm 2). Without ``exact``: per layer.
+        first_round_images: with two or more rounds, Algorithm 2's first measures on the sample's
+            first that many images (0 or None: on the whole sample).
         others: the passes' parameters (see WithinLayer and BetweenLayer); Algorithm 2 draws its η
             with ``seed + 1``.
 
@@ -81,7 +84,8 @@ def build_passes(within_layer=True, between_layer=True, init="gaussian", beta=0.
                                   whitening_eps=whitening_eps, normalize=normalize))
     if between_layer:
         passes.append(BetweenLayer(alpha=alpha, max_iter=max_iter, tol=tol, seed=seed + 1, rounds=rounds, rate=rate,
-                                   exact=exact, verify=verify, dropout=rate_dropout, channels=factors == "channel"))
+                                   exact=exact, verify=verify, dropout=rate_dropout, channels=factors == "channel",
+                                   first_round_images=first_round_images))
     return passes
 
 

@@ -19,7 +19,8 @@ The analytic update equals a re-measurement to float precision on homogeneous ne
 the engine and the numpy fake net). LRN is not
 homogeneous at the activation scales Algorithm 1 produces (y = x·(k + α/n·Σx²)^(-β) tends to
 degree 1−2β), so after ``max_iter`` analytic steps we re-measure and repeat, ``rounds`` times
-(default 2; each round is one forward+backward pass). Damping is what makes the rounds converge
+(default 2; each round is one forward+backward pass, the first over ``first_round_images`` of
+the sample). Damping is what makes the rounds converge
 (the spread after 1-4 rounds: docs/RESULTS.md, "Measurements behind design choices").
 
 Rate definition (``rate``): "gradient" (default) takes C̃_{k,j} from the measured weight
@@ -65,7 +66,7 @@ from magic_init.algorithm import netinfo
 from magic_init.algorithm.channel_factors import ChannelFactors
 from magic_init.algorithm.rates import RateMeter, check_factors, scale_columns
 from magic_init.algorithm.scale_graph import NO_GRADIENT, ZERO_INPUT, ZERO_WEIGHTS, ChannelGraph, ScaleGraph
-from magic_init.choices import check_rate
+from magic_init.choices import FIRST_ROUND_IMAGES, check_rate
 from magic_init.errors import MagicInitError, NetDefinitionError
 from magic_init.progress import VERBOSE
 
@@ -121,8 +122,9 @@ class BetweenLayer:
     (the factor the net's output is multiplied by), and with ``verify`` the measured rates."""
 
     def __init__(self, alpha=0.25, max_iter=10, tol=np.log(1.01), seed=0, rounds=2, rate="gradient",
-                 exact=False, verify=False, dropout=True, channels=True):
+                 exact=False, verify=False, dropout=True, channels=True, first_round_images=FIRST_ROUND_IMAGES):
         self.alpha, self.max_iter, self.tol, self.seed, self.rounds = alpha, max_iter, tol, seed, rounds
+        self.first_round_images = first_round_images or None
         check_rate(rate)                 # before any pass: a typo must not cost a forward+backward pass
         self.rate = rate
         self.exact, self.verify = bool(exact), bool(verify)
@@ -176,7 +178,12 @@ class BetweenLayer:
             eta_state = meter.rng.bit_generator.state
             log.log(VERBOSE, "Algorithm 2: round %d of %d: measuring the change rates of %d layer(s) "
                     "(one forward+backward pass)", round_index + 1, self.rounds, len(graph.names))
-            layers = self.measure(meter, graph, runner)
+            sub = self.first_round_images if round_index == 0 and self.rounds > 1 else None
+            if sub is not None and sub < runner.images():
+                log.log(VERBOSE, "Algorithm 2: round 1 measures on the first %d of %d images", sub, runner.images())
+            else:
+                sub = None
+            layers = self.measure(meter, graph, runner, sub)
             measured = _rates(layers)
             before = before or measured
             total, steps = self.iterate(graph, layers)
@@ -219,11 +226,11 @@ class BetweenLayer:
                          "measurement, %d free factor(s)" % (iterations, factors.size)}
 
     @staticmethod
-    def measure(meter, graph, runner):
+    def measure(meter, graph, runner, images=None):
         """Eq. (4) factors of the graph's layers; layers with all-zero weights (rate undefined), layers no
         gradient reaches and layers with a zero weight gradient are pinned. Non-finite measurements
         raise MagicInitError naming the layer (a NaN or Inf in the weights or the sample)."""
-        rates = meter.measure(runner)
+        rates = meter.measure(runner, images)
         layers = [rates[name] for name in graph.names]
         _check_finite(meter.net, layers)
         if layers and all(r.y_sq.sum() == 0 for r in layers):

@@ -210,8 +210,9 @@ class RateMeter:
         return [net.layer_names[i] for i in self.affine if net.layer_types[i] == "InnerProduct"
                 and net.layer_names[i] not in self.rows and not netinfo.inner_product_transposed(net, net.layer_names[i])]
 
-    def measure(self, runner):
-        """``{layer: LayerRates}`` over all batches; with keep_param_diffs also ``param_sq`` per layer.
+    def measure(self, runner, images=None):
+        """``{layer: LayerRates}`` over all batches (``images``: over the sample's first that many
+        images only); with keep_param_diffs also ``param_sq`` per layer.
 
         Block b of the sample runs with the Dropout masks of ``train_dropout(seed_b)``, seed_b drawn
         from (seed, b): the masks of a block do not depend on how it is cut into batches on the
@@ -221,15 +222,16 @@ class RateMeter:
         sums = {}
         self.param_sq = {}
         dropout_seed, eta_seed = (int(v) for v in self.rng.integers(2 ** 31, size=2))
-        blocks = runner.bar(runner.blocks(RATE_BLOCK), runner.pass_label, total=runner.block_count(RATE_BLOCK))
+        blocks = runner.bar(runner.blocks(RATE_BLOCK, images), runner.pass_label,
+                            total=runner.block_count(RATE_BLOCK, images))
         with net.without_weight_diffs(self.gram) if self.gram else contextlib.nullcontext():
-            self._measure_blocks(blocks, sums, dropout_seed, eta_seed)
-        images = runner.images()
+            images = self._measure_blocks(blocks, sums, dropout_seed, eta_seed)
         return {name: self._finish(name, kind, s, images) for name, kind, s in
                 ((names[i], net.layer_types[i], sums[names[i]]) for i in self.affine)}
 
     def _measure_blocks(self, blocks, sums, dropout_seed, eta_seed):
-        """The forward+backward passes of ``measure``, block by block, adding into ``sums``."""
+        """The forward+backward passes of ``measure``, block by block, adding into ``sums``; returns
+        the number of images measured."""
         net, images = self.net, 0
         for b, block in enumerate(blocks):
             block_images = 0
@@ -245,6 +247,7 @@ class RateMeter:
                     block_images += count
                 self._add_weight_gradients(sums, block_images)
             images += block_images
+        return images
 
     def _eta(self, seed, first, count):
         """η for images first..first+count-1, one array per output blob: image i's draw comes from a

@@ -168,13 +168,13 @@ class SampleRunner:
             load_blobs(self.net, batch)
             yield batch
 
-    def blocks(self, block):
+    def blocks(self, block, images=None):
         """The sample's batches grouped into blocks of ``block`` images: yields, per block, the list of
         its batches, not loaded (``load_blobs``). Batches never straddle a block and blocks are fixed by
         image index, whatever ``batch_size`` is, so that a statistic gathered per block (an accumulated
         weight gradient, masks drawn from a generator seeded per block) does not depend on it. One
-        block's batches are read at a time."""
-        bounds = batch_bounds(self.images(), self.batch_size, block)
+        block's batches are read at a time. ``images``: only the sample's first that many images."""
+        bounds = batch_bounds(self._count(images), self.batch_size, block)
         reader = _ImageRanges(self.batches)
         grouped = []
         for first, stop in bounds:
@@ -185,9 +185,13 @@ class SampleRunner:
         if grouped:
             yield grouped
 
-    def block_count(self, block):
-        """How many blocks ``blocks(block)`` yields."""
-        return -(-self.images() // block)
+    def block_count(self, block, images=None):
+        """How many blocks ``blocks(block, images)`` yields."""
+        return -(-self._count(images) // block)
+
+    def _count(self, images):
+        """``images`` capped at the sample's size (None: the whole sample)."""
+        return self.images() if images is None else max(1, min(int(images), self.images()))
 
     def close(self):
         """Remove the live blobs' temporary files (also done when the runner is collected)."""

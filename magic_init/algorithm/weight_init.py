@@ -44,11 +44,24 @@ def sample_problem(patches, m):
         return "empty patches (no input dimension)"
     if not np.all(np.isfinite(x)):
         return "non-finite patches"
-    variance = float(x.var(axis=0, dtype=np.float64).sum())
-    square = float(np.square(x, dtype=np.float64).mean(axis=0).sum())
+    variance, square = _total_variance_and_square(x)
     if not variance > ZERO_VARIANCE * square:
         return "zero-variance patches (constant on the sample)"
     return None
+
+
+def _total_variance_and_square(x, chunk=2048):
+    """(Σ_j Var(x_:j), Σ_j E[x_:j²]) of an (n × d) array, in float64, two passes over row chunks
+    (no float64 copy of the whole array)."""
+    n = len(x)
+    mean = x.mean(axis=0, dtype=np.float64)
+    variance = square = 0.0
+    for start in range(0, n, chunk):
+        part = x[start:start + chunk].astype(np.float64)
+        square += float(np.einsum("ij,ij->", part, part))
+        part -= mean
+        variance += float(np.einsum("ij,ij->", part, part))
+    return variance / n, square / n
 
 
 def gaussian(shape, rng):

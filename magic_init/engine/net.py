@@ -53,6 +53,8 @@ class Net:
             draws fresh entropy.
         instantiated: True when ``net`` is a NetParameter ``netgraph.instantiate`` returned (in
             ``phase``): it is built as it is, not instantiated again (default False).
+        unfilled: Names of layers whose parameter blobs start at zero, their fillers not drawn (for
+            a caller that sets them anyway; CaffeNet's fc6 filler alone is 38M random draws).
 
     Returns:
         The constructed ``Net``, with pycaffe's ``blobs``, ``params``, ``layer_names``, ``layer_types``,
@@ -60,7 +62,7 @@ class Net:
     """
 
     def __init__(self, net, weights=None, phase="test", device="cpu", input_shapes=None,
-                 level=0, stages=(), seed=None, instantiated=False):
+                 level=0, stages=(), seed=None, instantiated=False, unfilled=()):
         self.phase = _PHASE_NAMES[netgraph.phase_value(phase)]
         self.torch_device = building.resolve_device(device)
         if self.torch_device.type == "cuda":
@@ -69,6 +71,7 @@ class Net:
         self.net_param = netgraph.net_to_build(net, self.phase, level, stages, input_shapes, instantiated)
         self._recording = True
         self._rng = np.random.default_rng(seed)
+        self._unfilled = frozenset(unfilled)
         self._build()
         if weights is not None:
             self.copy_from(weights)
@@ -153,7 +156,7 @@ class Net:
                 blobs.append(self._shared[spec_name])
                 continue
             blob = Blob(shape, self.torch_device, "%s[%d]" % (layer.name, j))
-            filler = layer_fillers[j] if j < len(layer_fillers) else None
+            filler = layer_fillers[j] if j < len(layer_fillers) and layer.name not in self._unfilled else None
             if filler is not None:
                 values = fillers.fill(filler, shape, self._rng, "%s blob %d" % (layer.where(), j))
                 blob.set_tensor(torch.from_numpy(values).to(self.torch_device))

@@ -17,6 +17,7 @@ from magic_init.algorithm import netinfo
 from magic_init.algorithm.netinfo import AFFINE_TYPES
 from magic_init.errors import MagicInitError, ModelFileError, NetDefinitionError
 from magic_init.io import copy_weights, read_caffemodel, read_prototxt, write_caffemodel
+from magic_init.timing import timed
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +201,7 @@ def _without_guessed_label_readers(net_param, size, level=0, stages=()):
     return stripped
 
 
+@timed("building the net")
 def build_net(model, backend="auto", device="cpu", batch_size=16, size=None, data=None, root=None,
               fillers=False, seed=0, level=0, stages=()):
     """Instantiate the model in TEST phase on a backend, with the loaded weights copied in.
@@ -368,6 +370,7 @@ def reset_unloaded_layers(net, loaded, keep_affine=False):
             blobs[2].data[...] = 1
 
 
+@timed("writing the model")
 def save_model(path, model, net):
     """Write the prototxt's layers with the net's current weights (and loaded ones it lacks).
 
@@ -411,6 +414,7 @@ def check_before_saving(path, model, net, weights):
                                  "initialized (the net's output would not depend on its input)" % (path, name, kind))
 
 
+@timed("reading the sample")
 def load_sample(net, model, data=None, root=None, num_images=160, batch_size=16, mean=None, scale=None,
                 size=None, seed=0, progress=False):
     """Read and preprocess the sample for ``net``'s image input: a ``magic_init.data.Sample``.

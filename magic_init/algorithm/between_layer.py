@@ -69,6 +69,7 @@ from magic_init.algorithm.scale_graph import NO_GRADIENT, ZERO_INPUT, ZERO_WEIGH
 from magic_init.choices import FIRST_ROUND_IMAGES, check_rate
 from magic_init.errors import MagicInitError, NetDefinitionError
 from magic_init.progress import VERBOSE
+from magic_init.timing import span
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,8 @@ class BetweenLayer:
             if outcome["changed"]:
                 meter.rng.bit_generator.state = outcome["eta_state"]
                 runner.pass_label = "Algorithm 2, verification"
-                rates = meter.measure(runner)
+                with span("Algorithm 2", "verification (forward+backward)"):
+                    rates = meter.measure(runner)
                 measured = _rates([rates[name] for name in graph.names])
             else:
                 measured = dict(after)
@@ -183,11 +185,13 @@ class BetweenLayer:
                 log.log(VERBOSE, "Algorithm 2: round 1 measures on the first %d of %d images", sub, runner.images())
             else:
                 sub = None
-            layers = self.measure(meter, graph, runner, sub)
+            with span("Algorithm 2", "round %d" % (round_index + 1), "measuring (forward+backward)"):
+                layers = self.measure(meter, graph, runner, sub)
             measured = _rates(layers)
             before = before or measured
-            total, steps = self.iterate(graph, layers)
-            self.apply(net, graph, layers, total)
+            with span("Algorithm 2", "round %d" % (round_index + 1), "analytic steps"):
+                total, steps = self.iterate(graph, layers)
+                self.apply(net, graph, layers, total)
             log.log(VERBOSE, "Algorithm 2: round %d of %d: %d analytic step(s), change-rate spread %.3gx -> %.3gx "
                     "(predicted)", round_index + 1, self.rounds, steps, spread(measured, graph.held_reasons()),
                     spread(_rates(layers), graph.held_reasons()))
@@ -211,9 +215,11 @@ class BetweenLayer:
         eta_state = meter.rng.bit_generator.state
         log.log(VERBOSE, "Algorithm 2: measuring the change rates of %d layer(s) (one forward+backward pass)",
                 len(graph.names))
-        layers = self.measure(meter, graph, runner)
-        factors = ChannelFactors(net, graph, layers)
-        x, iterations = factors.solve(tol=self.tol)
+        with span("Algorithm 2", "measuring (forward+backward)"):
+            layers = self.measure(meter, graph, runner)
+        with span("Algorithm 2", "per-channel factors"):
+            factors = ChannelFactors(net, graph, layers)
+            x, iterations = factors.solve(tol=self.tol)
         before = _rates(layers)
         after = {name: None if before[name] is None else float(np.exp(value))
                  for name, value in zip(graph.names, factors.log_rates(x))}

@@ -14,6 +14,7 @@ import logging
 import numpy as np
 
 from magic_init.choices import DATA_DRIVEN_KINDS, check_init
+from magic_init.timing import timed
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ class DegenerateSample(ValueError):
     """The patches cannot drive a data-driven init (constant sample, nothing to whiten)."""
 
 
+@timed("sample check")
 def sample_problem(patches, m):
     """Why a data-driven init of m rows cannot use ``patches`` (n × d), or None when it can.
 
@@ -101,6 +103,7 @@ def _top_eigen(cov, k, iterations=2):
     return values[order], basis.dot(small[:, order])
 
 
+@timed("whitening")
 def whitening(patches, eps=WHITENING_EPS, rank=None):
     """Eigen-decomposition of the patch covariance: (mean μ, eigenvalues λ descending, vectors V).
 
@@ -180,6 +183,7 @@ def _white_unit_rows(patches, eps, rank):
     return (white / np.maximum(norms, 1e-12)).astype(np.float32), project
 
 
+@timed("k-means")
 def spherical_kmeans(points, k, rng, iterations=30):
     """Spherical k-means (Coates & Ng 2012) on unit-norm rows: centroids maximize Σ max_c ⟨x, c⟩.
 

@@ -50,6 +50,7 @@ from magic_init.algorithm.runner import training_dropout
 from magic_init.choices import DEFAULT_NORMALIZE, check_init, check_normalize
 from magic_init.errors import MagicInitError, NetDefinitionError
 from magic_init.progress import VERBOSE
+from magic_init.timing import span
 
 log = logging.getLogger(__name__)
 
@@ -230,19 +231,27 @@ class WithinLayer:
         ``shared``: netinfo.shared_params (blobs this layer shares with an earlier one are not its own).
         ``weights_from``: the layer whose (shared) weights this one keeps: then only its own bias is
         set, b(i) = β − μ(i), centering its outputs (their σ is whatever the shared weights give)."""
+        name = net.layer_names[index]
+        with span("Algorithm 1", name):
+            return self._initialize_layer(net, runner, index, shared, weights_from)
+
+    def _initialize_layer(self, net, runner, index, shared, weights_from):
         name, kind = net.layer_names[index], net.layer_types[index]
-        runner.advance(index - 1)
+        with span("forward"):
+            runner.advance(index - 1)
         check_finite_input(net, runner, name)
         blobs = net.params[name]
         own_bias = len(blobs) > 1 and (name, 1) not in (shared or {})
         if weights_from is None:
-            used, reason = self.draw_weights(net, runner, index)
+            with span("drawing weights"):
+                used, reason = self.draw_weights(net, runner, index)
         if own_bias:
             blobs[1].data[...] = 0
         top = net.top_names[name][0]
         state = {}
-        runner.advance(index, on_batch=lambda i: state.update(
-            sums=accumulate_channels(net.blobs[top].data, state.get("sums"))))
+        with span("forward"):
+            runner.advance(index, on_batch=lambda i: state.update(
+                sums=accumulate_channels(net.blobs[top].data, state.get("sums"))))
         mean, std = channel_moments(state["sums"])
         bad = ~(np.isfinite(mean) & np.isfinite(std))
         if bad.any():
@@ -341,15 +350,18 @@ class WithinLayer:
             axis = netinfo.inner_product_axis(net, name)
             columns = int(np.prod(net.blobs[bottom].data.shape[axis:]))
             budget = patches.row_budget(columns, self.max_patches, self.max_patch_mb)
-            groups = [patches.first_vector_patches((live[bottom] for live in runner.live_batches()), axis, budget)]
+            with span("patches"):
+                groups = [patches.first_vector_patches((live[bottom] for live in runner.live_batches()), axis,
+                                                       budget)]
             per_group = outputs
         else:
             geometry = netinfo.conv_geometry(net, name)
             columns = int(np.prod(weight.shape[1:]))
             budget = patches.row_budget(columns, self.max_patches, self.max_patch_mb)
-            groups = patches.sampled_conv_patches((live[bottom] for live in runner.live_batches()), geometry,
-                                                  budget, self.rng, sizes=runner.batch_images(),
-                                                  shape=net.blobs[bottom].data.shape)
+            with span("patches"):
+                groups = patches.sampled_conv_patches((live[bottom] for live in runner.live_batches()), geometry,
+                                                      budget, self.rng, sizes=runner.batch_images(),
+                                                      shape=net.blobs[bottom].data.shape)
             per_group = outputs // geometry.group
         if len(groups[0]) < per_group:
             return None, "%d sample rows for %d outputs (too few samples)" % (len(groups[0]), per_group)

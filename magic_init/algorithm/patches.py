@@ -10,6 +10,7 @@ The geometry (a ``magic_init.conv_geometry.ConvGeometry``) and the output size c
 from __future__ import annotations
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from magic_init.conv_geometry import conv_output_size
 from magic_init.errors import NetDefinitionError
@@ -30,17 +31,20 @@ def output_extent(shape, geometry):
 
 
 def patches_at(bottom, geometry, images, ys, xs):
-    """Patches at output locations (images[n], ys[n], xs[n]): list over groups of (n × C/G·k_h·k_w) float32."""
+    """Patches at output locations (images[n], ys[n], xs[n]): list over groups of (n × C/G·k_h·k_w) float32.
+
+    Gathered from a strided view of the padded bottom whose element (b, c, y, x, i, j) is
+    padded[b, c, y + i·d_h, x + j·d_w] (no copy but the padding), so only the patches are copied."""
     kh, kw = geometry.kernel
     (ph, pw), (sh, sw), (dh, dw) = geometry.pad, geometry.stride, geometry.dilation
-    channels = bottom.shape[1]
-    padded = np.pad(bottom, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    rows = ys[:, None] * sh + np.arange(kh)[None, :] * dh          # count × kh (padded coordinates)
-    cols = xs[:, None] * sw + np.arange(kw)[None, :] * dw          # count × kw
-    patch = padded[images[:, None, None, None], np.arange(channels)[None, :, None, None],
-                   rows[:, None, :, None], cols[:, None, None, :]]  # count × C × kh × kw
-    per_group = channels // geometry.group
-    return [patch[:, g * per_group:(g + 1) * per_group].reshape(len(images), -1).astype(np.float32)
+    padded = np.ascontiguousarray(np.pad(bottom, ((0, 0), (0, 0), (ph, ph), (pw, pw))))
+    n, c, height, width = padded.shape
+    s0, s1, s2, s3 = padded.strides
+    windows = as_strided(padded, (n, c, height - (kh - 1) * dh, width - (kw - 1) * dw, kh, kw),
+                         (s0, s1, s2, s3, s2 * dh, s3 * dw), writeable=False)
+    patch = windows[images, :, ys * sh, xs * sw]                    # count × C × kh × kw
+    per_group = bottom.shape[1] // geometry.group
+    return [patch[:, g * per_group:(g + 1) * per_group].reshape(len(images), -1).astype(np.float32, copy=False)
             for g in range(geometry.group)]
 
 

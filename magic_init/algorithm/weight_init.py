@@ -201,9 +201,11 @@ def spherical_kmeans(points, k, rng, iterations=30):
             break
         labels = new_labels
         sums, counts = _cluster_sums(points, labels, k)
-        worst = np.argsort(similarity[np.arange(n), labels])
-        for slot, empty in enumerate(np.flatnonzero(counts == 0)):
-            sums[empty] = points[worst[slot]]
+        empty = np.flatnonzero(counts == 0)
+        if len(empty):
+            worst = np.argsort(similarity[np.arange(n), labels])
+            for slot, cluster in enumerate(empty):
+                sums[cluster] = points[worst[slot]]
         centroids = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
     return centroids.astype(np.float32)
 

@@ -21,7 +21,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
-from collections import Counter, OrderedDict  # noqa: E402
+from collections import OrderedDict  # noqa: E402
 
 import common  # noqa: E402  (bench/ is on sys.path when this file runs)
 
@@ -37,25 +37,6 @@ def photo_list(images):
     path = folder / ("profile_%d.txt" % images)
     path.write_text("".join("%s %d\n" % (folder / names[i % len(names)], i % 10) for i in range(images)))
     return path
-
-
-def count_passes():
-    """Patch the engine to count images per (direction, layer); returns the Counter."""
-    from magic_init.engine.net import Net
-    counts = Counter()
-    forward, backward = Net._forward_layer, Net._backward_layer
-
-    def count_forward(self, i, record):
-        if self.layers[i].type != "Input":
-            counts["forward", i] += self.blobs[self.layers[i].param.bottom[0]].shape[0]
-        return forward(self, i, record)
-
-    def count_backward(self, i):
-        counts["backward", i] += self.blobs[self.layers[i].param.top[0]].shape[0]
-        return backward(self, i)
-
-    Net._forward_layer, Net._backward_layer = count_forward, count_backward
-    return counts
 
 
 def aggregate(records):
@@ -98,15 +79,15 @@ def main(argv=None):
     data = photo_list(args.images)
     output = common.REPO / "out" / "profile_init.caffemodel"
     output.parent.mkdir(exist_ok=True)
-    counts = count_passes()
     began_wall, began_cpu = time.perf_counter(), time.process_time()
-    with timing.recording() as records:
+    with timing.recording() as records, timing.counting_passes() as counted:
         try:
             cli.main([args.model, str(output), "--data", str(data), "--num-images", str(args.images),
                       "--init", args.init, "--backend", "torch", "-q", *args.extra])
         except SystemExit as error:
             if error.code:
                 raise
+        passes = counted(args.images)
     run_wall, run_cpu = time.perf_counter() - began_wall, time.process_time() - began_cpu
     totals = aggregate(records)
     top = [(wall, cpu) for path, (wall, cpu, _) in totals.items() if len(path) == 1]
@@ -114,8 +95,6 @@ def main(argv=None):
              IMPORTED_CPU - STARTED_CPU, 1)] + ordered_rows(totals)
     rows.append((0, "other (option parsing, checks, logging)", run_wall - sum(w for w, _ in top),
                  run_cpu - sum(c for _, c in top), 1))
-    passes = {d: max((c for (direction, _), c in counts.items() if direction == d), default=0) / args.images
-              for d in ("forward", "backward")}
     total_wall, total_cpu = IMPORTED_WALL - STARTED_WALL + run_wall, IMPORTED_CPU - STARTED_CPU + run_cpu
     table = [["  " * depth + name, "%.2f" % wall, "%.2f" % cpu, "%.0f%%" % (100 * wall / total_wall), str(calls)]
              for depth, name, wall, cpu, calls in rows]

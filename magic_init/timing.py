@@ -67,3 +67,40 @@ def recording():
         yield _records
     finally:
         _records = previous
+
+
+@contextlib.contextmanager
+def counting_passes():
+    """Count the images each layer of the built-in engine runs forward and backward in the body.
+
+    Yields a function ``passes(images) -> {"forward": f, "backward": b}``: the most any layer ran in
+    each direction, divided by ``images`` (the sample size), so one pass over the sample is 1.
+
+    Returns:
+        A context manager yielding that function.
+    """
+    from collections import Counter
+
+    from magic_init.engine.net import Net
+    counts = Counter()
+    forward, backward = Net._forward_layer, Net._backward_layer
+
+    def count_forward(self, i, record):
+        if self.layers[i].type != "Input":
+            counts["forward", i] += self.blobs[self.layers[i].param.bottom[0]].shape[0]
+        return forward(self, i, record)
+
+    def count_backward(self, i):
+        counts["backward", i] += self.blobs[self.layers[i].param.top[0]].shape[0]
+        return backward(self, i)
+
+    def passes(images):
+        return {d: max((c for (direction, _), c in counts.items() if direction == d), default=0) / images
+                for d in ("forward", "backward")}
+
+    Net._forward_layer, Net._backward_layer = count_forward, count_backward
+    try:
+        yield passes
+    finally:
+        Net._forward_layer, Net._backward_layer = forward, backward
+

@@ -9,49 +9,31 @@ factors measures once. A change that adds a pass fails here, whatever the machin
 """
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("torch")
 
-from magic_init import cli  # noqa: E402
-from magic_init.engine.net import Net  # noqa: E402
+from magic_init import cli, timing  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = 8
 
 
 @pytest.fixture
-def passes(monkeypatch):
-    """Counts of images per (direction, layer index) while the CLI runs; returns a function that
-    runs the CLI and gives (forward passes, backward passes): the most any layer ran, in samples."""
-    counts = Counter()
-    forward, backward = Net._forward_layer, Net._backward_layer
-
-    def count_forward(self, i, record):
-        if self.layers[i].type != "Input":
-            counts["forward", i] += self.blobs[self.layers[i].param.bottom[0]].shape[0]
-        return forward(self, i, record)
-
-    def count_backward(self, i):
-        counts["backward", i] += self.blobs[self.layers[i].param.top[0]].shape[0]
-        return backward(self, i)
-
-    monkeypatch.setattr(Net, "_forward_layer", count_forward)
-    monkeypatch.setattr(Net, "_backward_layer", count_backward)
-
+def passes():
+    """Runs the CLI and gives (forward passes, backward passes): the most any layer ran, in samples
+    (``timing.counting_passes``)."""
     def run(*args):
-        counts.clear()
-        try:
-            cli.main([*map(str, args), "--data", str(REPO / "examples/images/list.txt"), "--num-images",
-                      str(IMAGES), "--batch-size", "4", "--backend", "torch", "-q"])
-        except SystemExit as error:          # main() exits only on an error
-            pytest.fail("magic_init %s exited with %s" % (" ".join(map(str, args)), error.code))
-        most = {d: max((c for (direction, _), c in counts.items() if direction == d), default=0)
-                for d in ("forward", "backward")}
-        return most["forward"] / IMAGES, most["backward"] / IMAGES
+        with timing.counting_passes() as counted:
+            try:
+                cli.main([*map(str, args), "--data", str(REPO / "examples/images/list.txt"), "--num-images",
+                          str(IMAGES), "--batch-size", "4", "--backend", "torch", "-q"])
+            except SystemExit as error:          # main() exits only on an error
+                pytest.fail("magic_init %s exited with %s" % (" ".join(map(str, args)), error.code))
+            most = counted(IMAGES)
+        return most["forward"], most["backward"]
     return run
 
 

@@ -165,7 +165,7 @@ def caffe_prototxt(path, size, batch_size, folder, model_path):
     """The prototxt real Caffe gets: the published one, or (data layers) the instantiated one; where
     ``--size`` changed a layer's weights, the prototxt the run wrote beside the model instead."""
     import magic_init
-    from magic_init import layer_facts, load, netgraph
+    from magic_init import layer_facts, load
     from google.protobuf import text_format
 
     if size is not None:
@@ -178,9 +178,7 @@ def caffe_prototxt(path, size, batch_size, folder, model_path):
             shutil.copyfile(path, target)
         return target
     size = None if size is None else (size, size)
-    shapes = load._input_shapes(model, 1, size)
-    net = netgraph.instantiate(load._without_guessed_label_readers(model.net, size), phase="test",
-                               input_shapes=shapes)
+    net = load.instantiate_for_run(model, 1, size)
     target = Path(folder) / (path.stem + ".instantiated.prototxt")
     target.write_text(text_format.MessageToString(net))
     return target

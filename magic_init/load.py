@@ -143,13 +143,6 @@ def instantiate_for_run(model, batch_size, size=None, data=None, root=None, leve
                                 channels=lambda layer: _data_given_channels(layer, data, root, base_dir))
 
 
-def _input_shapes(model, batch_size, size, data=None, root=None):
-    """``{Input top: shape}`` of the run's net (``instantiate_for_run``); kept for bench/realnets.py."""
-    net_param = instantiate_for_run(model, batch_size, size, data, root)
-    return {top: tuple(layer.input_param.shape[i].dim) for layer in net_param.layer if layer.type == "Input"
-            for i, top in enumerate(layer.top)}
-
-
 def _prototxt_dir(model):
     """The folder of the model's prototxt: where the paths in its data layers are resolved."""
     return os.path.dirname(os.path.abspath(model.prototxt))

@@ -165,4 +165,6 @@ def test_input_shapes_of_a_run_come_from_netgraph():
     net = load.build_net(model, backend="torch", batch_size=5, size=(40, 44))
     image = load.input_blob(net.net_param)
     shape = net.blobs[image].data.shape
-    assert load._input_shapes(model, 5, (40, 44))[image] == shape and shape[0] == 5 and shape[2:] == (40, 44)
+    planned = {top: tuple(layer.input_param.shape[i].dim) for layer in load.instantiate_for_run(model, 5, (40, 44)).layer
+               if layer.type == "Input" for i, top in enumerate(layer.top)}
+    assert planned[image] == shape and shape[0] == 5 and shape[2:] == (40, 44)

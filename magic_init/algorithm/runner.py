@@ -99,6 +99,7 @@ class SampleRunner:
         self.used = netinfo.last_use(net)
         self.position = -1
         self.cache = BatchStore(memory_mb)    # batch i's live blobs once advanced (else its inputs)
+        self._pending = {}                    # blob -> maps to apply when a batch is read (map_cached)
         self.progress = progress
         self.pass_label = "forward+backward"
 
@@ -118,8 +119,14 @@ class SampleRunner:
         return [self.batches.images(i) for i in range(len(self))]
 
     def live(self, i):
-        """Batch i's live blobs at the current position (its inputs before the first advance)."""
-        return self.cache[i] if i < len(self.cache) else self.batches[i]
+        """Batch i's live blobs at the current position (its inputs before the first advance), with
+        the maps ``map_cached`` asked for applied."""
+        batch = self.cache[i] if i < len(self.cache) else self.batches[i]
+        for blob, functions in self._pending.items():
+            if blob in batch:
+                for function in functions:
+                    batch[blob] = function(batch[blob])
+        return batch
 
     def live_batches(self):
         """Every batch's live blobs in order, read one batch at a time."""
@@ -150,15 +157,15 @@ class SampleRunner:
                 self.cache[i] = live
             else:
                 self.cache.append(live)
+        self._pending = {}                    # applied to what the forward read: the new blobs have them
         self.position = end
 
     def map_cached(self, blob, function):
-        """Replace every batch's cached ``blob`` by ``function(array)`` (no-op where it is not live)."""
-        for i in range(len(self.cache)):
-            live = self.cache[i]
-            if blob in live:
-                live[blob] = function(live[blob])
-                self.cache[i] = live
+        """Replace every batch's cached ``blob`` by ``function(array)`` (no-op where it is not live).
+
+        Applied when a batch is read (``live``), not by rewriting the cache: the next ``advance``
+        forwards the mapped blobs and stores what follows from them."""
+        self._pending.setdefault(blob, []).append(function)
 
     def full_passes(self):
         """Iterate over batches with only the inputs loaded into the net (for full forward/backward passes).

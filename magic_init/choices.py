@@ -6,7 +6,7 @@ and without numpy, so that the CLI's --help reads them without importing the alg
 - NORMALIZE_UNITS: Algorithm 1 divides by each channel's σ ("channel", the paper's Alg. 1), by
   the layer's root-mean-square σ ("layer": the drawn rows keep their relative norms), per layer
   for convolutions and per channel for fully connected layers ("conv-layer"), or one of "conv-layer"
-  and "channel" chosen by the number of convolutions ("auto", the default).
+  and "channel" chosen by the init and the number of convolutions ("auto", the default).
 - RESCALE_FACTORS: what exact rescaling (``--load``) gives its own factor in Algorithm 2: each
   convolution output channel ("channel") or each layer ("layer", the paper's).
 - FIRST_ROUND_IMAGES: the images Algorithm 2's first measurement round uses when there are more.
@@ -20,8 +20,9 @@ DATA_DRIVEN_KINDS = ("pca", "zca", "kmeans", "rand")
 RATE_DEFINITIONS = ("gradient", "eq4")
 #: What Algorithm 1 scales to unit variance: each output channel (the paper) or the layer as a whole.
 NORMALIZE_UNITS = ("auto", "channel", "layer", "conv-layer")
-#: The default: "conv-layer" on nets with a deep stack of convolutions, "channel" on shallow ones
-#: (within_layer.auto_unit; docs/TRAINING.md, session 6: each wins on the benchmark nets of its kind).
+#: The default: "channel" for the data-driven inits; for gaussian rows "conv-layer" on nets with a deep
+#: stack of convolutions, "channel" on shallow ones (within_layer.auto_unit; docs/TRAINING.md, sessions
+#: 6-7: each wins on the benchmark nets of its kind).
 DEFAULT_NORMALIZE = "auto"
 RESCALE_FACTORS = ("channel", "layer")
 #: With two or more rounds, Algorithm 2's first measures on the sample's first this many images (three

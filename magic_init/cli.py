@@ -297,7 +297,8 @@ def cli():
               help="What Algorithm 1 scales to unit variance: each output channel (the paper's Alg. 1), "
                    "the layer as a whole (one factor per layer: the drawn rows keep their relative norms), "
                    "the layer for convolutions and each channel for fully connected layers (conv-layer), "
-                   "or auto: conv-layer on nets with 4 or more convolutions, channel on shallower ones.")
+                   "or auto: channel for pca/zca/kmeans/rand; for gaussian conv-layer on nets with 4 or more "
+                   "convolutions, channel on shallower ones.")
 @click.option("--factors", type=click.Choice(RESCALE_FACTORS), default="channel", show_default=True,
               help="With --load and nothing re-initialized (exact rescaling, the function kept): Algorithm 2 "
                    "gives each convolution output channel its own factor, undone in the layers that read it "

@@ -102,7 +102,8 @@ def initialize(net, sample, init="gaussian", beta=0.1, between_layer=True, alpha
     ``stats_dropout``: so does Algorithm 1 (its μ, σ are then those under dropout noise).
     ``normalize``: Algorithm 1 scales each output channel ("channel"), the layer ("layer"), the
     layer for convolutions and each channel for fully connected layers ("conv-layer"), or "auto"
-    (the default: "conv-layer" on nets with a deep stack of convolutions, else "channel").
+    (the default: "channel" for the data-driven inits; for gaussian "conv-layer" on nets with a deep
+    stack of convolutions, else "channel").
     Returns the passes' reports.
 
     Args:

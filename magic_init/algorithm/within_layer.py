@@ -12,8 +12,9 @@ divided by the layer's root-mean-square σ_L = (mean_i σ(i)²)^(1/2) instead (b
 the layer's outputs have unit variance on average and the drawn rows keep their relative norms.
 ``"conv-layer"``: per layer for convolutions, per channel for fully connected layers; ``"channel"`` is
 the paper's Alg. 1 for every layer; ``"auto"`` (the default, ``choices.DEFAULT_NORMALIZE``) is
-``"conv-layer"`` on nets with a deep stack of convolutions and ``"channel"`` on shallow ones
-(``auto_unit``; docs/TRAINING.md compares them on the benchmark suite). A layer whose per-channel
+``"channel"`` for the data-driven inits and, for gaussian rows, ``"conv-layer"`` on nets with a deep
+stack of convolutions and ``"channel"`` on shallow ones (``auto_unit``; docs/TRAINING.md compares
+them on the benchmark suite). A layer whose per-channel
 statistics rest on
 fewer than ``MIN_VALUES_PER_CHANNEL`` values (a fully connected layer on a sample of a few images)
 is normalized as a whole either way. A layer without a bias blob cannot be centered at β: its rows
@@ -47,7 +48,7 @@ import numpy as np
 
 from magic_init.algorithm import netinfo, patches, weight_init
 from magic_init.algorithm.runner import training_dropout
-from magic_init.choices import DEFAULT_NORMALIZE, check_init, check_normalize
+from magic_init.choices import DATA_DRIVEN_KINDS, DEFAULT_NORMALIZE, check_init, check_normalize
 from magic_init.errors import MagicInitError, NetDefinitionError
 from magic_init.progress import VERBOSE
 from magic_init.timing import span
@@ -169,9 +170,15 @@ def _shared_weight_keepers(net, selected, shared):
 DEEP_CONVOLUTIONS = 4
 
 
-def auto_unit(net):
-    """What ``normalize="auto"`` means for ``net``: "conv-layer" with DEEP_CONVOLUTIONS or more
+def auto_unit(net, init="gaussian"):
+    """What ``normalize="auto"`` means for ``net`` and ``init``: "channel" for a data-driven init
+    (``choices.DATA_DRIVEN_KINDS``); for gaussian rows "conv-layer" with DEEP_CONVOLUTIONS or more
     convolution layers, else "channel".
+
+    Rows from whitened patches (PCA, ZCA, k-means, random patches) have norms the whitening sets
+    (a row aligned with a barely excited direction is long), not norms worth keeping: each channel is
+    normalized, as in the paper's Alg. 1 and the original code (docs/TRAINING.md, session 7: k-means
+    per channel ties the original's k-means on CaffeNet's long schedule, per layer trails it by 1 point).
 
     Dividing each output channel by its own σ (the paper) lets the rows aligned with directions the
     sample barely excites grow; through a deep stack of convolutions that compounds layer after
@@ -179,6 +186,8 @@ def auto_unit(net):
     better there. On the benchmark suite (docs/TRAINING.md, session 6): the 8-convolution VGG-style net
     and the 5-convolution CaffeNet-style net train better per layer, the 2-convolution small net per
     channel. The threshold separates these three nets; no fourth net has tested it."""
+    if init in DATA_DRIVEN_KINDS:
+        return "channel"
     convolutions = sum(1 for index in netinfo.affine_layers(net) if net.layer_types[index] == "Convolution")
     return "conv-layer" if convolutions >= DEEP_CONVOLUTIONS else "channel"
 
@@ -259,7 +268,7 @@ class WithinLayer:
                                  "channels)" % (name, int(bad.sum()), len(bad)))
         if weights_from is not None:
             return self._center_shared(net, runner, name, mean, own_bias, weights_from)
-        unit = auto_unit(net) if self.normalize == "auto" else self.normalize
+        unit = auto_unit(net, self.init) if self.normalize == "auto" else self.normalize
         if unit == "conv-layer":
             unit = "channel" if kind == "InnerProduct" else "layer"
         if state["sums"][0] < MIN_VALUES_PER_CHANNEL and unit == "channel":

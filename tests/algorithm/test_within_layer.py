@@ -225,7 +225,9 @@ def test_auto_normalizes_deep_convolution_stacks_per_layer_and_shallow_ones_per_
     from magic_init.io import read_prototxt
 
     net = Net(read_prototxt(str(Path(__file__).resolve().parents[2] / "models" / prototxt)), input_shapes=None)
-    assert auto_unit(net) == unit
+    assert auto_unit(net) == auto_unit(net, "gaussian") == unit
+    for init in ("pca", "zca", "kmeans", "rand"):      # whitened rows: every channel on its own
+        assert auto_unit(net, init) == "channel"
 
 
 def test_auto_is_the_default_and_on_a_shallow_net_gives_every_channel_unit_std():

@@ -17,7 +17,7 @@ import weakref
 import numpy as np
 
 #: Batches kept in memory, in MiB, before the rest go to temporary files.
-DEFAULT_MEMORY_MB = 32
+DEFAULT_MEMORY_MB = 16
 
 
 def batch_bytes(batch) -> int:

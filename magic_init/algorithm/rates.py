@@ -201,9 +201,9 @@ class RateMeter:
         #: Layers whose weight gradients are also kept per row (``LayerRates.row_g2``): per-channel factors.
         self.rows = set(rows)
         #: InnerProduct layers whose block gradient's column norms come from the block's inputs and top
-        #: diffs (``gram_column_norms``) instead of a weight gradient the size of the weights.
-        self.gram = self._gram_layers()
-        self._block = {name: ([], []) for name in self.gram}
+        #: diffs (``gram_column_norms``) instead of a weight gradient the size of the weights:
+        #: {layer: (the block's input rows, its top-diff rows)}, emptied after every block.
+        self.gram = {name: ([], []) for name in self._gram_layers()}
 
     def _gram_layers(self):
         """The InnerProduct layers measured from small matrices: where the backend can skip their
@@ -228,7 +228,7 @@ class RateMeter:
         dropout_seed, eta_seed = (int(v) for v in self.rng.integers(2 ** 31, size=2))
         blocks = runner.bar(runner.blocks(RATE_BLOCK, images), runner.pass_label,
                             total=runner.block_count(RATE_BLOCK, images))
-        with net.without_weight_diffs(self.gram) if self.gram else contextlib.nullcontext():
+        with net.without_weight_diffs(list(self.gram)) if self.gram else contextlib.nullcontext():
             images = self._measure_blocks(blocks, sums, dropout_seed, eta_seed)
         return {name: self._finish(name, kind, s, images) for name, kind, s in
                 ((names[i], net.layer_types[i], sums[names[i]]) for i in self.affine)}
@@ -268,7 +268,7 @@ class RateMeter:
         """Zero the parameter diffs (not the weight diffs nobody computes: ``gram``)."""
         for name, blobs in self.net.params.items():
             for j, b in enumerate(blobs):
-                if not (j == 0 and name in self._block):
+                if not (j == 0 and name in self.gram):
                     b.diff[...] = 0
 
     def _split_points(self):
@@ -320,9 +320,9 @@ class RateMeter:
         entry = sums.setdefault(name, {"col": 0.0, "count": 0, "y": 0.0, "param": 0.0, "grad": 0.0, "blocks": 0})
         entry["col"] = entry["col"] + total
         entry["count"] += count
-        if name in self._block:
+        if name in self.gram:
             bottom = self.net.blobs[self.net.bottom_names[name][0]].data
-            self._block[name][0].append(patches.vector_patches(bottom, netinfo.inner_product_axis(self.net, name)))
+            self.gram[name][0].append(patches.vector_patches(bottom, netinfo.inner_product_axis(self.net, name)))
 
     def _add_top_gradient(self, i, sums):
         """E[‖y_k‖²] terms of this batch (top diffs are overwritten by every backward)."""
@@ -330,9 +330,9 @@ class RateMeter:
         group = netinfo.group_count(self.net, name)
         top = self.net.blobs[self.net.top_names[name][0]]
         sums[name]["y"] = sums[name]["y"] + _group_gradient(top.diff, group)
-        if name in self._block:
+        if name in self.gram:
             diff = top.diff
-            self._block[name][1].append(diff.reshape(-1, diff.shape[-1]).astype(np.float32))
+            self.gram[name][1].append(diff.reshape(-1, diff.shape[-1]).astype(np.float32))
 
     def _add_weight_gradients(self, sums, images):
         """Weight-gradient terms of one block of ``images`` images (param diffs accumulate over its batches)."""
@@ -341,11 +341,11 @@ class RateMeter:
             group = netinfo.group_count(self.net, name)
             sums[name]["blocks"] += 1
             # η independent per image: E[(Σ_b g_b)²] = B·E[g²], so diff²/B estimates the per-image E[g²]
-            if name in self._block:
-                inputs, top_diffs = self._block[name]
+            if name in self.gram:
+                inputs, top_diffs = self.gram[name]
                 sums[name]["grad"] = sums[name]["grad"] + gram_column_norms(np.concatenate(inputs),
                                                                             np.concatenate(top_diffs)) / images
-                self._block[name] = ([], [])
+                self.gram[name] = ([], [])
                 continue
             diff = self.net.params[name][0].diff
             sums[name]["grad"] = sums[name]["grad"] + column_weight_norms(kind, diff, group) / images

@@ -98,9 +98,9 @@ def init_argv(engine, config_args, data, output):
                      path(Path(data).parent), "--backend", backend, "--device", device, "-v"] + config_args
 
 
-def pass_argv(engine, data, images, repeats):
+def pass_argv(engine, data, images, repeats, model=MODEL):
     prefix, backend, device, path = engine
-    return prefix + ["-c", PASS_WORKER, path(MODEL), path(data), backend, device, images, repeats]
+    return prefix + ["-c", PASS_WORKER, path(model), path(data), backend, device, images, repeats]
 
 
 def run_init(engine, config_args, data, output):
@@ -113,9 +113,9 @@ def run_init(engine, config_args, data, output):
             "steps_s": steps, "algorithm_s": sum(steps.values())}
 
 
-def run_pass(engine, data, images, repeats):
-    """The forward+backward pass worker: its JSON plus its peak RSS."""
-    result = common.run_measured(pass_argv(engine, data, images, repeats))
+def run_pass(engine, data, images, repeats, model=MODEL):
+    """The forward+backward pass worker on ``model``: its JSON plus its peak RSS."""
+    result = common.run_measured(pass_argv(engine, data, images, repeats, model))
     report = common.last_json_line(result["stdout"])
     if result["rc"] != 0 or report is None:
         raise SystemExit("pass worker failed (rc %d):\n%s" % (result["rc"], result["stderr"][-3000:]))

@@ -29,6 +29,15 @@ def ensure_photos(count, folder=PHOTOS):
     return folder
 
 
+def photo_list(images):
+    """A list file (absolute paths) of ``images`` of the benchmark photos, repeated when there are fewer."""
+    folder = ensure_photos(160)
+    names = sorted(p for p in os.listdir(folder) if p.endswith(".jpg"))
+    path = folder / ("profile_%d.txt" % images)
+    path.write_text("".join("%s %d\n" % (folder / names[i % len(names)], i % 10) for i in range(images)))
+    return path
+
+
 def write_list(folder, name, lines):
     """Write ``lines`` (``"file label"``) to ``folder/name``; returns the path."""
     path = Path(folder) / name
@@ -138,6 +147,13 @@ def machine():
         pass
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
     return "%s, %d cores, %.0f GiB RAM, Python %s" % (model, os.cpu_count(), mem, sys.version.split()[0])
+
+
+def markdown_table(headers, rows):
+    """GitHub markdown table."""
+    lines = ["| " + " | ".join(str(c) for c in row) + " |" for row in [headers] + list(rows)]
+    lines.insert(1, "|" + "---|" * len(headers))
+    return "\n".join(lines)
 
 
 def format_table(headers, rows):

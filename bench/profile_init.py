@@ -9,7 +9,7 @@ the sample, Algorithm 1 per layer (forward, drawing weights: patches, sample che
 k-means), Algorithm 2 per round (measuring, analytic steps) and writing the model, each in wall and
 CPU seconds; and the forward and backward passes over the sample, counted per layer in images
 (the most any layer ran, divided by the sample size). The photos are the benchmark's 160
-(``common.ensure_photos``), repeated when more images are asked for.
+(``common.photo_list``), repeated when more images are asked for.
 """
 from __future__ import annotations
 
@@ -29,15 +29,6 @@ from magic_init import cli, timing  # noqa: E402
 import magic_init.engine.net  # noqa: E402,F401  (torch: the CLI imports it when it builds the net)
 
 IMPORTED_WALL, IMPORTED_CPU = time.perf_counter(), time.process_time()
-
-
-def photo_list(images):
-    """A list file of ``images`` of the benchmark photos (repeated when there are fewer)."""
-    folder = common.ensure_photos(160)
-    names = sorted(p for p in os.listdir(folder) if p.endswith(".jpg"))
-    path = folder / ("profile_%d.txt" % images)
-    path.write_text("".join("%s %d\n" % (folder / names[i % len(names)], i % 10) for i in range(images)))
-    return path
 
 
 def aggregate(records):
@@ -77,7 +68,7 @@ def main(argv=None):
     parser.add_argument("--json", help="write the table here as JSON")
     parser.add_argument("extra", nargs="*", help="more magic_init options (after --)")
     args = parser.parse_args(argv)
-    data = photo_list(args.images)
+    data = common.photo_list(args.images)
     output = common.REPO / "out" / "profile_init.caffemodel"
     output.parent.mkdir(exist_ok=True)
     began_wall, began_cpu = time.perf_counter(), time.process_time()

@@ -138,11 +138,12 @@ def size_for(stem, small):
     return SMALL_SIZE.get(stem) if small else NATURAL_SIZE.get(stem)
 
 
-def run_net(path, work, num_images, batch_size, size, timeout):
-    """Run magic_init on one net; return its record (outcome, wall time, peak RSS, last log line)."""
+def run_net(path, work, num_images, batch_size, size, timeout, data=IMAGES):
+    """Run magic_init on one net (``data``: the sample's list file); return its record (outcome, wall
+    time, peak RSS, last log line)."""
     out = Path(work) / (path.stem + ".caffemodel")
     argv = ["timeout", str(timeout), sys.executable, "-m", "magic_init", str(path), str(out),
-            "--data", str(IMAGES), "--num-images", str(num_images), "--batch-size", str(batch_size), "-q"]
+            "--data", str(data), "--num-images", str(num_images), "--batch-size", str(batch_size), "-q"]
     if size is not None:
         argv += ["--size", str(size)]
     result = common.run_measured(argv)

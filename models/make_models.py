@@ -1,4 +1,4 @@
-"""Write the reference prototxts in models/ (CaffeNet, VGG-16, GoogLeNet, ResNet-18, tiny, and the
+"""Write the reference prototxts in models/ (CaffeNet, VGG-16, GoogLeNet, ResNet-18, tiny, small5, and the
 Fashion-MNIST benchmark nets of bench/train_few_labels.py).
 
 Run ``PYTHONPATH=. python models/make_models.py`` to regenerate them; the .prototxt files are committed, so
@@ -288,6 +288,24 @@ def tiny():
     w.write("tiny.prototxt")
 
 
+def small5():
+    """The speed benchmark's small net (bench/vs_original.py): 5 affine layers on 16x3x64x64,
+    conv-relu-pool, conv-relu-pool, conv-relu, fc-relu, fc."""
+    w = NetWriter("Small5", [16, 3, 64, 64])
+    w.conv("conv1", "data", 32, 5, pad=2)
+    w.relu("relu1", "conv1")
+    w.pool("pool1", "conv1", "MAX", 3, 2)
+    w.conv("conv2", "pool1", 64, 5, pad=2)
+    w.relu("relu2", "conv2")
+    w.pool("pool2", "conv2", "MAX", 3, 2)
+    w.conv("conv3", "pool2", 64, 3, pad=1)
+    w.relu("relu3", "conv3")
+    w.fc("fc4", "conv3", 256)
+    w.relu("relu4", "fc4")
+    w.fc("fc5", "fc4", 10)
+    w.write("small5.prototxt")
+
+
 def fashion_data(w):
     """Fashion-MNIST ImageData layers: TRAIN shuffled batches of 32, TEST batches of 100; gray, pixels
     scaled by 1/256; list files relative to Caffe's working folder (the bench writes absolute ones)."""
@@ -336,5 +354,6 @@ if __name__ == "__main__":
     googlenet()
     resnet18()
     tiny()
+    small5()
     fashion_net("fashion_caffenet", "FashionCaffeNet", fashion_caffenet_body)
     fashion_net("fashion_vgg", "FashionVGG", fashion_vgg_body)

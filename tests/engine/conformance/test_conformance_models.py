@@ -70,7 +70,8 @@ def test_model_forward_end_to_end(case, device, caffe_refs):
 
 MODEL_FILES = ["models/tiny.prototxt", "models/caffenet.prototxt", "models/vgg16.prototxt",
                "models/googlenet.prototxt", "models/resnet.prototxt", "models/fashion_small_deploy.prototxt",
-               "models/fashion_caffenet_deploy.prototxt", "models/fashion_vgg_deploy.prototxt"]
+               "models/fashion_caffenet_deploy.prototxt", "models/fashion_vgg_deploy.prototxt",
+               "models/small5.prototxt"]
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,9 @@ import warnings
 import click
 
 from magic_init import __version__, resources
-from magic_init.choices import (DEFAULT_NORMALIZE, FIRST_ROUND_IMAGES, INIT_KINDS, NORMALIZE_UNITS, RATE_DEFINITIONS,
-                                RESCALE_FACTORS)
+from magic_init.batch_budget import AUTO, MAX_AUTO_BATCH, resolve_batch_size
+from magic_init.choices import (DEFAULT_NORMALIZE, FIRST_ROUND_IMAGES, INIT_KINDS, MEMORY_LIMIT_MB, NORMALIZE_UNITS,
+                                RATE_DEFINITIONS, RESCALE_FACTORS)
 from magic_init.errors import MagicInitError
 from magic_init.io import STDOUT, atomic_write, check_output, same_file
 
@@ -62,6 +63,26 @@ DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:\d+)?)$")
 DEVICE_FORMS = "cpu, cuda or cuda:N (N: the GPU's index, e.g. cuda:0)"
 
 
+class BatchSize(click.ParamType):
+    """``--batch-size``: a positive integer, or ``auto`` (``magic_init.batch_budget``)."""
+
+    name = "batch size"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return value
+        text = str(value).strip().lower()
+        if text == AUTO:
+            return AUTO
+        try:
+            number = int(text)
+        except ValueError:
+            number = 0
+        if number < 1:
+            self.fail("%r is not a batch size: use a positive integer or auto" % (value,), param, ctx)
+        return number
+
+
 def _device(ctx, param, value):
     """``--device``: cpu, cuda or cuda:N; anything else is a usage error (exit 2) naming those forms."""
     if not DEVICE_PATTERN.match(value):
@@ -89,7 +110,13 @@ def _common_options(func):
         click.option("--load", "load", type=click.Path(dir_okay=False), metavar="MODEL",
                      help="Start from this caffemodel (binary, text or HDF5; legacy formats upgraded)."),
         click.option("--num-images", default=160, show_default=True, type=click.IntRange(1), help="Images in the sample."),
-        click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1), help="Images per forward pass."),
+        click.option("--batch-size", default=AUTO, show_default=True, type=BatchSize(), metavar="N|auto",
+                     help="Images per forward pass; auto: the largest batch, up to %d, whose forward+backward "
+                          "pass fits --memory-limit." % MAX_AUTO_BATCH),
+        click.option("--memory-limit", default=MEMORY_LIMIT_MB, show_default=True, type=click.IntRange(16),
+                     metavar="MB", help="Memory budget, used twice (never at once): the patches gathered by "
+                                        "pca/zca/kmeans/rand, and, with --batch-size auto, one forward+backward "
+                                        "pass of a batch (the library and the weights come on top)."),
         click.option("--mean", metavar="B,G,R", callback=lambda ctx, param, text: _parse_floats(text, "--mean"),
                      help="Mean to subtract (overrides the prototxt's transform_param)."),
         click.option("--scale", type=FiniteFloat(), help="Multiply pixels by this after mean subtraction."),
@@ -193,6 +220,7 @@ def _model_and_net(prototxt, kw):
     net = load.build_net(model, backend=kw["backend"], device=kw["device"], batch_size=kw["batch_size"],
                          size=kw["size"], data=kw["data"], root=kw["root"])
     load.affine_layer_names(net)
+    kw["batch_size"] = resolve_batch_size(net, kw["batch_size"], kw["memory_limit"], kw["num_images"])
     return model, net
 
 
@@ -311,8 +339,6 @@ def cli():
                    "output variance in training.")
 @click.option("--zero-all", is_flag=True, help="Re-initialize every affine layer, even those with weights.")
 @click.option("--zero-from", metavar="LAYER", help="Re-initialize LAYER and every affine layer after it.")
-@click.option("--memory-limit", default=1024, show_default=True, type=click.IntRange(16), metavar="MB",
-              help="Memory for patches gathered by pca/zca/kmeans/rand.")
 @click.option("--fast", is_flag=True,
               help="Fast mode: gather at most %d patches per layer for pca/zca/kmeans/rand (instead of %d) and "
                    "measure change rates once (--rounds 1)." % (FAST_MAX_PATCHES, FULL_MAX_PATCHES))
@@ -461,6 +487,7 @@ def stats_command(prototxt, json_path, plot_path, fillers, **kw):
         net = load.build_net(model, backend=kw["backend"], device=kw["device"], batch_size=kw["batch_size"],
                              size=kw["size"], data=kw["data"], root=kw["root"], fillers=True, seed=kw["seed"])
         load.affine_layer_names(net)
+        kw["batch_size"] = resolve_batch_size(net, kw["batch_size"], kw["memory_limit"], kw["num_images"])
         if model.weights_path:
             plan = load.plan_initialization(model, net)
             if not plan.loaded:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from magic_init import layer_facts, netgraph
+from magic_init import batch_budget, layer_facts, netgraph
 from magic_init.algorithm import netinfo
 from magic_init.algorithm.netinfo import AFFINE_TYPES
 from magic_init.errors import MagicInitError, ModelFileError, NetDefinitionError
@@ -215,7 +215,9 @@ def build_net(model, backend="auto", device="cpu", batch_size=16, size=None, dat
         backend: "auto" (the default: pycaffe when it imports, else the built-in PyTorch engine),
             "caffe" or "torch".
         device: "cpu" (the default), "cuda" or "cuda:N".
-        batch_size: The batch size of the net's inputs (default 16).
+        batch_size: The batch size of the net's inputs (default 16), or "auto"
+            (``batch_budget.AUTO``): built with ``batch_budget.MAX_AUTO_BATCH``, for
+            ``batch_budget.resolve_batch_size`` to choose the run's batch from its blob shapes.
         size: ``(H, W)`` of the image input and of every data layer's images, or None (the default)
             for the sizes the prototxt gives.
         data: The run's --data source (list file, folder, glob or LMDB), or None (the default); only
@@ -239,7 +241,7 @@ def build_net(model, backend="auto", device="cpu", batch_size=16, size=None, dat
     if chosen == "torch":
         from magic_init.engine.layers import check_supported
         check_supported(netgraph.filter_net(model.net, netgraph.net_state("test", level, stages, model.net)).layer)
-    net_param = instantiate_for_run(model, batch_size, size, data, root, level, stages)
+    net_param = instantiate_for_run(model, batch_budget.build_batch(batch_size), size, data, root, level, stages)
     loaded = {name for name, arrays in model.weights.items() if arrays}
     extra = {}
     if chosen == "torch" and not fillers:      # zeroed below: drawing their fillers is wasted time

@@ -19,10 +19,12 @@ import time
 import numpy as np
 
 from magic_init.algorithm.between_layer import BetweenLayer
-from magic_init.algorithm.runner import SampleRunner
+from magic_init.algorithm.runner import SampleRunner, sample_arrays
+from magic_init.batch_budget import AUTO, resolve_batch_size
+from magic_init.batch_store import BatchStore
 from magic_init.algorithm.weight_init import WHITENING_EPS
 from magic_init.algorithm.within_layer import WithinLayer
-from magic_init.choices import DEFAULT_NORMALIZE, FIRST_ROUND_IMAGES, INIT_KINDS, check_factors
+from magic_init.choices import DEFAULT_NORMALIZE, FIRST_ROUND_IMAGES, INIT_KINDS, MEMORY_LIMIT_MB, check_factors
 from magic_init.memory import release_freed_memory
 
 __all__ = ["initialize", "rescale", "build_passes", "run_passes", "WithinLayer", "BetweenLayer", "SampleRunner", "INIT_KINDS"]
@@ -35,7 +37,12 @@ DEFAULT_TOL = float(np.log(1.01))
 def run_passes(net, sample, passes, batch_size=16, progress=False):
     """Run ``passes`` in order on one runner; returns ``{pass class name: report, 'seconds': {...}}``.
 
-    ``progress``: progress bars on stderr for the long loops (magic_init.progress)."""
+    ``progress``: progress bars on stderr for the long loops (magic_init.progress). ``batch_size``
+    "auto" (``batch_budget.AUTO``): the largest batch up to 16 whose forward+backward pass fits
+    ``choices.MEMORY_LIMIT_MB`` (a BatchStore ``sample`` keeps its own cut)."""
+    if batch_size == AUTO:
+        images = None if isinstance(sample, BatchStore) else len(next(iter(sample_arrays(sample, net).values())))
+        batch_size = resolve_batch_size(net, AUTO, MEMORY_LIMIT_MB, images)
     runner = SampleRunner(net, sample, batch_size, progress=progress)
     report, seconds = {}, {}
     try:
@@ -53,7 +60,7 @@ def run_passes(net, sample, passes, batch_size=16, progress=False):
 
 
 def build_passes(within_layer=True, between_layer=True, init="gaussian", beta=0.1, layers=None, seed=0,
-                 max_patches=10000, max_patch_mb=1024, data_driven_fc=False, stats_dropout=True,
+                 max_patches=10000, max_patch_mb=MEMORY_LIMIT_MB, data_driven_fc=False, stats_dropout=True,
                  whitening_eps=WHITENING_EPS, alpha=0.25, max_iter=10, tol=DEFAULT_TOL, rounds=2, rate="gradient",
                  exact=False, verify=False, rate_dropout=True, normalize=DEFAULT_NORMALIZE, factors="channel",
                  first_round_images=FIRST_ROUND_IMAGES):
@@ -90,8 +97,8 @@ def build_passes(within_layer=True, between_layer=True, init="gaussian", beta=0.
 
 
 def initialize(net, sample, init="gaussian", beta=0.1, between_layer=True, alpha=0.25, max_iter=10,
-               tol=DEFAULT_TOL, batch_size=16, layers=None, seed=0,
-               max_patches=10000, max_patch_mb=1024, rounds=2, rate="gradient", progress=False, verify=False,
+               tol=DEFAULT_TOL, batch_size=AUTO, layers=None, seed=0,
+               max_patches=10000, max_patch_mb=MEMORY_LIMIT_MB, rounds=2, rate="gradient", progress=False, verify=False,
                data_driven_fc=False, rate_dropout=True, stats_dropout=True, normalize=DEFAULT_NORMALIZE):
     """Algorithm 1 on the affine layers named in ``layers`` (None: every affine layer; the others keep
     their weights), then, with ``between_layer``, Algorithm 2 on all affine layers (LRN passed
@@ -119,7 +126,8 @@ def initialize(net, sample, init="gaussian", beta=0.1, between_layer=True, alpha
         alpha: Damping of Algorithm 2's updates (default 0.25).
         max_iter: Algorithm 2's analytic iterations per measurement round, at most (default 10).
         tol: Algorithm 2 stops when max_g |log(C̃_g / C̃)| < ``tol`` (default ``DEFAULT_TOL`` = log(1.01)).
-        batch_size: Images per forward pass (default 16).
+        batch_size: Images per forward pass, or "auto" (the default): the largest batch up to 16 whose
+            forward+backward pass fits choices.MEMORY_LIMIT_MB (see ``run_passes``).
         layers: Names of the affine layers Algorithm 1 initializes; None (the default): every one.
         seed: Seed of Algorithm 1's random draws (default 0); Algorithm 2 draws its η with ``seed + 1``.
         max_patches: Input patches gathered per layer for a data-driven ``init``, at most (default 10000).
@@ -148,7 +156,7 @@ def initialize(net, sample, init="gaussian", beta=0.1, between_layer=True, alpha
     return run_passes(net, sample, passes, batch_size, progress=progress)
 
 
-def rescale(net, sample, alpha=0.25, max_iter=10, tol=DEFAULT_TOL, batch_size=16, seed=0, rounds=2, rate="gradient",
+def rescale(net, sample, alpha=0.25, max_iter=10, tol=DEFAULT_TOL, batch_size=AUTO, seed=0, rounds=2, rate="gradient",
             progress=False, exact=True, verify=False, rate_dropout=True, factors="channel"):
     """Algorithm 2 only (pretrained models, paper §4.3). With ``exact`` (default) the net's function
     is kept up to one positive factor on its output, z_N ← Δ_out·z_N: a scale passes only positively
@@ -166,7 +174,8 @@ def rescale(net, sample, alpha=0.25, max_iter=10, tol=DEFAULT_TOL, batch_size=16
         alpha: Damping of Algorithm 2's updates (default 0.25).
         max_iter: Analytic iterations per measurement round, at most (default 10).
         tol: Algorithm 2 stops when max_g |log(C̃_g / C̃)| < ``tol`` (default ``DEFAULT_TOL`` = log(1.01)).
-        batch_size: Images per forward pass (default 16).
+        batch_size: Images per forward pass, or "auto" (the default): the largest batch up to 16 whose
+            forward+backward pass fits choices.MEMORY_LIMIT_MB (see ``run_passes``).
         seed: Algorithm 2 draws its η (and Dropout masks) with ``seed + 1`` (default 0).
         rounds: Measurement rounds, one forward+backward pass each (default 2).
         rate: The change rate equalized: "gradient" (the default, from the measured weight gradients)

@@ -193,6 +193,9 @@ class RateMeter:
         self.last = netinfo.last_compute_layer(net)
         self.outputs = netinfo.output_blobs(net, self.last)
         self.affine = [i for i in netinfo.rescalable_layers(net) if i <= self.last]
+        #: The backend frees what a pass no longer needs (the engine's ``releasing``): every measured
+        #: bottom and top diff is then read while the pass runs (``_split_points``).
+        self.release = callable(getattr(net, "releasing", None))
         self._split_points()
         self.rng = np.random.default_rng(seed)
         self.keep_param_diffs = keep_param_diffs
@@ -228,7 +231,11 @@ class RateMeter:
         dropout_seed, eta_seed = (int(v) for v in self.rng.integers(2 ** 31, size=2))
         blocks = runner.bar(runner.blocks(RATE_BLOCK, images), runner.pass_label,
                             total=runner.block_count(RATE_BLOCK, images))
-        with net.without_weight_diffs(list(self.gram)) if self.gram else contextlib.nullcontext():
+        with contextlib.ExitStack() as stack:
+            if self.gram:
+                stack.enter_context(net.without_weight_diffs(list(self.gram)))
+            if self.release:
+                stack.enter_context(net.releasing(keep=self.outputs))
             images = self._measure_blocks(blocks, sums, dropout_seed, eta_seed)
         return {name: self._finish(name, kind, s, images) for name, kind, s in
                 ((names[i], net.layer_types[i], sums[names[i]]) for i in self.affine)}
@@ -275,8 +282,12 @@ class RateMeter:
         """The measured layers whose bottom data (``capture_bottom``) or top diff (``capture_top``) a
         full pass would overwrite before we read it: in-place layers (ResNet's conv -> BatchNorm ->
         Scale -> ReLU all on one blob). Their bottom is read just before they run and their top diff
-        just after the layers above them have run backward."""
+        just after the layers above them have run backward. Where the backend frees blobs as the pass
+        goes (``release``), every measured layer is read so."""
         net, names = self.net, self.net.layer_names
+        if self.release:
+            self.capture_bottom, self.capture_top = list(self.affine), list(self.affine)
+            return
         self.capture_bottom, self.capture_top = [], []
         for i in self.affine:
             name = names[i]

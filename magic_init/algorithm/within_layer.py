@@ -48,7 +48,7 @@ import numpy as np
 
 from magic_init.algorithm import netinfo, patches, weight_init
 from magic_init.algorithm.runner import training_dropout
-from magic_init.choices import DATA_DRIVEN_KINDS, DEFAULT_NORMALIZE, check_init, check_normalize
+from magic_init.choices import DATA_DRIVEN_KINDS, DEFAULT_NORMALIZE, MEMORY_LIMIT_MB, check_init, check_normalize
 from magic_init.errors import MagicInitError, NetDefinitionError
 from magic_init.progress import VERBOSE
 from magic_init.timing import span
@@ -196,7 +196,7 @@ class WithinLayer:
     """Algorithm 1 as a pass: ``WithinLayer(init='kmeans', beta=0.1)(net, runner) -> [layer reports]``."""
 
     def __init__(self, init="gaussian", beta=0.1, layers=None, seed=0,
-                 max_patches=10000, max_patch_mb=1024, data_driven_fc=False, dropout=True,
+                 max_patches=10000, max_patch_mb=MEMORY_LIMIT_MB, data_driven_fc=False, dropout=True,
                  whitening_eps=weight_init.WHITENING_EPS, normalize=DEFAULT_NORMALIZE):
         check_init(init)
         check_normalize(normalize)

@@ -148,6 +148,14 @@ class Blob:
         self.tensor().copy_(tensor)
         self._data.head = _DEVICE
 
+    def drop_data(self) -> None:
+        """Free the data (the engine's ``Net.releasing``); it reads as zeros afterwards."""
+        self._data_mirror = None
+
+    def drop_diff(self) -> None:
+        """Free the diff (the engine's ``Net.releasing``); it reads as zeros afterwards."""
+        self._diff = None
+
     def zero_diff(self) -> None:
         if self._diff is not None:
             self._diff.device_tensor().zero_()

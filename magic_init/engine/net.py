@@ -10,6 +10,12 @@ current top diffs. So blob diffs are overwritten, parameter diffs accumulate unt
 Split tops' diffs add up, and diffs written into blobs between layers are honoured, as in Caffe.
 A forward under ``with net.no_grad():`` or ``forward(..., no_backward=True)`` records nothing
 (less memory, a bit faster); a ``backward()`` after it raises BackendError.
+
+Under ``with net.releasing(keep):`` passes free what they no longer need (for a caller that does
+one backward per forward and reads blobs while the passes run, as Algorithm 2's RateMeter does): a
+forward drops a blob's data once the last layer reading it ran, a backward drops each layer's record
+once its backward ran and a blob's diff once the layer that wrote the blob ran backward; net inputs
+and the blobs in ``keep`` are never dropped. A dropped blob reads as zeros afterwards.
 """
 from __future__ import annotations
 
@@ -70,6 +76,7 @@ class Net:
         self.device = str(self.torch_device)             # "cpu", "cuda", "cuda:1"
         self.net_param = netgraph.net_to_build(net, self.phase, level, stages, input_shapes, instantiated)
         self._recording = True
+        self._release = None             # the blobs never dropped, inside releasing(); else None
         self._rng = np.random.default_rng(seed)
         self._unfilled = frozenset(unfilled)
         self._build()
@@ -92,6 +99,7 @@ class Net:
         self._setup_shapes(create=True)
         self.inputs = [t for p in specs if p.type == "Input" for t in p.top]
         self.outputs = self._output_names()
+        self._last_reader = {b: i for i, p in enumerate(specs) for b in p.bottom}
         lr_mults = [[spec.param[j].lr_mult if j < len(spec.param) else 1.0
                      for j in range(len(layer.blobs))] for spec, layer in zip(specs, self.layers)]
         self._plan = building.backward_needs(self.layers, list(self.bottom_names.values()),
@@ -188,6 +196,21 @@ class Net:
             self._recording = previous
 
     @contextlib.contextmanager
+    def releasing(self, keep=()):
+        """Passes inside free what they no longer need (see the module docstring): a blob's data
+        after its last reader ran forward, a layer's record after its backward, a blob's diff after
+        its writer ran backward. A second backward after one forward raises BackendError.
+
+        Args:
+            keep: Names of blobs whose data and diff are never dropped (net inputs never are).
+        """
+        previous, self._release = self._release, frozenset(keep) | frozenset(self.inputs)
+        try:
+            yield self
+        finally:
+            self._release = previous
+
+    @contextlib.contextmanager
     def without_weight_diffs(self, names):
         """Backward passes inside compute no gradient for the weight blob (parameter 0) of the layers
         ``names`` (their bias and bottom gradients as before); those weight diffs keep their values.
@@ -270,6 +293,14 @@ class Net:
                                         str(error).split("\n")[0])) from None
         for name, tensor in zip(layer.param.top, tops):
             self.blobs[name].set_tensor(tensor)
+        if self._release is not None:
+            self._drop_read_data(i, layer)
+
+    def _drop_read_data(self, i, layer):
+        """Inside releasing(): drop the data of the bottoms layer ``i`` was the last to read."""
+        for name in set(layer.param.bottom) - set(layer.param.top) - self._release:
+            if self._last_reader.get(name) == i:
+                self.blobs[name].drop_data()
 
     def _run_layer(self, i, layer, record):
         """The layer's tops; records what backward() will need when ``record``."""
@@ -278,8 +309,10 @@ class Net:
         if record and self._plan.layer[i] and layer.has_hand_written_backward():
             with torch.no_grad():
                 tops, saved = layer.forward_for_backward(bottoms, params)
-            self._records[i] = _HandWrittenRecord(bottoms, params, tops, saved,
-                                                  _versions(bottoms + params))
+            kept_bottoms = bottoms if layer.backward_reads_bottoms else None
+            kept_tops = tops if layer.backward_reads_tops else None
+            self._records[i] = _HandWrittenRecord(kept_bottoms, params, kept_tops, saved,
+                                                  _versions(_kept(kept_bottoms, params, kept_tops)))
         elif record and self._plan.layer[i]:
             leaves = [t.detach().requires_grad_(need)
                       for t, need in zip(bottoms + params, self._plan.bottoms[i] + self._plan.params[i])]
@@ -303,8 +336,18 @@ class Net:
         for i in range(first, last - 1, -1):
             if self._plan.layer[i]:
                 self._backward_layer(i)
+                if self._release is not None:
+                    self._drop_backward_state(i)
         names = list(self.bottom_names[end]) if end is not None else list(self.inputs)
         return OrderedDict((n, self.blobs[n].diff) for n in names + list(diffs or ()))
+
+    def _drop_backward_state(self, i):
+        """Inside releasing(): forget layer ``i``'s record and the diffs of the tops it wrote (not
+        in place) once its backward ran: no other layer reads them."""
+        self._records[i] = None
+        layer = self.layers[i]
+        for name in set(layer.param.top) - set(layer.param.bottom) - self._release:
+            self.blobs[name].drop_diff()
 
     def _backward_layer(self, i):
         layer, record = self.layers[i], self._records[i]
@@ -335,7 +378,7 @@ class Net:
 
     def _hand_written_backward(self, i, record, top_diffs):
         layer = self.layers[i]
-        if _versions(record.bottoms + record.params) != record.versions:
+        if _versions(_kept(record.bottoms, record.params, record.tops)) != record.versions:
             raise _overwritten_error(layer)
         param_diffs = [blob.diff_for_update() if need else None
                        for blob, need in zip(layer.blobs, self._plan.params[i])]
@@ -379,12 +422,19 @@ class Net:
 
 
 class _HandWrittenRecord(NamedTuple):
-    """What one forward of a layer with its own ``backward`` hands to it (no autograd graph)."""
-    bottoms: list
+    """What one forward of a layer with its own ``backward`` hands to it (no autograd graph).
+    Bottoms or tops the layer's backward does not read (``Layer.backward_reads_bottoms``,
+    ``backward_reads_tops``) are not kept (None), so that their memory can be freed."""
+    bottoms: list       # or None
     params: list
-    tops: list
+    tops: list          # or None
     saved: object       # the layer's own state from forward_for_backward (None if it keeps none)
-    versions: list      # torch's in-place counters of bottoms + params at forward time
+    versions: list      # torch's in-place counters of the kept bottoms, params and tops at forward time
+
+
+def _kept(bottoms, params, tops):
+    """The tensors a record keeps, in order: kept bottoms, parameters, kept tops."""
+    return list(bottoms or ()) + list(params) + list(tops or ())
 
 
 def _known_names(kind, names, limit=20):

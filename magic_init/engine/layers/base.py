@@ -79,13 +79,19 @@ class Layer:
     Attributes a subclass may set: ``has_backward`` (False for Accuracy-like layers whose tops
     are not differentiable; otherwise a layer is differentiated by its own ``backward`` if it
     overrides it, else by autograd), ``fixed_params`` (True when Caffe forces lr_mult 0, e.g.
-    BatchNorm), ``same_shape`` (True when the one top is shaped like the first bottom).
+    BatchNorm), ``same_shape`` (True when the one top is shaped like the first bottom),
+    ``backward_reads_bottoms``/``backward_reads_tops`` (False where a hand-written ``backward``
+    does not read them: it then gets None for them).
     """
 
     type = None
     has_backward = True
     fixed_params = False
     same_shape = False
+    #: What a hand-written ``backward`` reads of its forward: the net's record keeps only those
+    #: (a tensor no record and no blob holds is freed).
+    backward_reads_bottoms = True
+    backward_reads_tops = True
 
     def __init__(self, param, phase):
         self.param = param

@@ -22,11 +22,26 @@ class _Elementwise(Layer):
 
 @register("ReLU")
 class ReLU(_Elementwise):
-    """y = max(x, 0) + negative_slope * min(x, 0)."""
+    """y = max(x, 0) + negative_slope * min(x, 0).
+
+    Hand-written backward, torch's own kernels (the ones autograd runs, so the same bits):
+    dx = dy where y > 0, else 0, from the top alone (negative_slope 0: in a conv -> ReLU chain the
+    conv's output can be freed); with a negative slope dx = dy or slope dy by the sign of x."""
+
+    def setup(self):
+        self.slope = self.param.relu_param.negative_slope
+        self.backward_reads_bottoms = bool(self.slope)
+        self.backward_reads_tops = not self.slope
 
     def f(self, x):
-        slope = self.param.relu_param.negative_slope
-        return F.leaky_relu(x, slope) if slope else F.relu(x)
+        return F.leaky_relu(x, self.slope) if self.slope else F.relu(x)
+
+    def backward(self, bottoms, params, tops, saved, top_diffs, need_bottoms, param_diffs):
+        if not need_bottoms[0]:
+            return [None]
+        if self.slope:
+            return [torch.ops.aten.leaky_relu_backward(top_diffs[0], bottoms[0], self.slope, False)]
+        return [torch.ops.aten.threshold_backward(top_diffs[0], tops[0], 0)]
 
 
 @register("PReLU")

@@ -175,6 +175,8 @@ class InnerProduct(Layer):
     """y = x W^T + b with x flattened from ``axis`` on (K inputs); W is (N, K), or (K, N) with
     ``transpose``; tops keep the bottom's leading axes: shape[:axis] + (N,)."""
 
+    backward_reads_tops = False
+
     def _inputs(self, shape):
         axis = canonical_axis(self.param.inner_product_param.axis, len(shape), self.where())
         return axis, int(np.prod(shape[axis:]))

@@ -64,6 +64,8 @@ class _ConvolutionBase(Layer):
 class Convolution(_ConvolutionBase):
     """y = W * x + b, weights (num_output, C_in / group, *kernel)."""
 
+    backward_reads_tops = False
+
     def weight_shape(self, channels, kernel):
         return (self.num_output, channels // self.group) + tuple(kernel)
 
@@ -112,6 +114,8 @@ class Pooling(Layer):
     agrees, otherwise the input is padded explicitly. STOCHASTIC in TEST (Caffe's GPU kernel
     StoPoolForwardTest; its CPU code has none): y = sum x^2 / sum x over the window clipped to the
     input, 0 where sum x <= 0; no padding. TRAIN-phase sampling is not supported."""
+
+    backward_reads_tops = False
 
     def setup(self):
         p = self.param.pooling_param

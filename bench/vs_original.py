@@ -31,7 +31,7 @@ wall time and the largest peak RSS over repeats. Parts (``--parts``):
 - ``scaling``: ours on CaffeNet, ``--init kmeans``, for each ``--scaling`` sample size (the 160
   photos repeated): wall s and peak RSS MiB.
 - ``corpus``: ours, ``--init gaussian`` (the default), on four big nets of ``--corpus`` at their own
-  input size, 16 images (colorization: 8), batch 16 (``realnets.run_net``): wall s, peak RSS MiB.
+  input size, 16 images (colorization: 8), ``--batch-size auto`` (the default; ``realnets.run_net``): wall s, peak RSS MiB.
 
 ``--no-original`` runs only our side of ``vs``.
 """
@@ -164,7 +164,7 @@ def run_scaling(args, repeat, raw):
 def run_corpus(args, repeat, raw):
     for stem, images in CORPUS_NETS.items():
         before = common.load_average()
-        record = realnets.run_net(Path(args.corpus) / (stem + ".prototxt"), OUT, images, BATCH, None, 3600,
+        record = realnets.run_net(Path(args.corpus) / (stem + ".prototxt"), OUT, images, "auto", None, 3600,
                                   data=common.photo_list(images))
         record.update(load_before=before, load_after=common.load_average(), images=images)
         raw.setdefault(stem, []).append(record)
@@ -264,7 +264,7 @@ def markdown(report):
         tables.append(("Sample size (ours, CaffeNet, --init kmeans)", ["images"] + OURS_COLUMNS,
                        ours_rows(report["scaling"], lambda r: [r["images"]])))
     if "corpus" in report:
-        tables.append(("Corpus nets (ours, --init gaussian, own input size, batch 16)",
+        tables.append(("Corpus nets (ours, --init gaussian, own input size, --batch-size auto)",
                        ["net", "images", "rc"] + OURS_COLUMNS,
                        ours_rows(report["corpus"], lambda r: [r["net"], r["images"], r["rc"]])))
     for title, headers, rows in tables:

@@ -5,7 +5,7 @@
 cd "$(dirname "$0")/../../.."
 ORIG=${ORIG:?set ORIG to a snapshot of github philkr/magic_init}
 OMP_NUM_THREADS=1 python3 bench/train_few_labels.py --report-only --nets small,caffenet,vgg --schedules short,long --original $ORIG --out docs/results/train_suite --judge ours-convlayer320 \
- --arms caffe-gaussian,caffe-xavier,caffe-msra,orig-kmeans,orig-elwise,ours-convlayer320,ours-channel,ours-kmeans-channel,ours-gaussian-tp,ours-pca-tp,ours-kmeans-tp,ours-kmeans-sd,ours-gaussian-n320,ours-gaussian-beta0,ours-kmeans-old,ours-kmeans-fcgauss,ours-kmeans-ratedrop,ours-kmeans-eps01,ours-kmeans-eps1,ours-gaussian-testrates,ours-layer,ours-convlayer,ours-kmeans320cl,ours-kmeans320ch,ours-kmeansfc320cl \
+ --arms caffe-gaussian,caffe-xavier,caffe-msra,orig-kmeans,orig-elwise,ours-convlayer320,ours-channel,ours-kmeans-channel,ours-gaussian-tp,ours-pca-tp,ours-kmeans-tp,ours-kmeans-sd,ours-gaussian-n320,ours-gaussian-beta0,ours-kmeans-old,ours-kmeans-fcgauss,ours-kmeans-ratedrop,ours-kmeans-eps01,ours-kmeans-eps1,ours-gaussian-testrates,ours-layer,ours-convlayer,ours-kmeans320cl,ours-kmeans320ch,ours-kmeansfc320cl,ours-pca320ch \
  --variant gaussian-tp="--init gaussian --no-stats-dropout --normalize channel" \
  --variant pca-tp="--init pca --no-stats-dropout --normalize channel" \
  --variant kmeans-tp="--init kmeans --no-stats-dropout --normalize channel" \
@@ -25,4 +25,5 @@ OMP_NUM_THREADS=1 python3 bench/train_few_labels.py --report-only --nets small,c
  --variant kmeans-channel="--init kmeans --normalize channel" \
  --variant kmeans320cl="--init kmeans --num-images 320 --normalize conv-layer" \
  --variant kmeans320ch="--init kmeans --num-images 320 --normalize channel" \
- --variant kmeansfc320cl="--init kmeans --num-images 320 --data-driven-fc --normalize conv-layer"
+ --variant kmeansfc320cl="--init kmeans --num-images 320 --data-driven-fc --normalize conv-layer" \
+ --variant pca320ch="--init pca --num-images 320 --normalize channel"

@@ -293,6 +293,8 @@ def parse_args(argv):
     args.scaling = [int(n) for n in args.scaling.split(",")]
     if set(args.parts) - set(PARTS) or set(args.nets) - set(NETS):
         parser.error("unknown part or net")
+    if "corpus" in args.parts and not Path(args.corpus).is_dir():
+        parser.error("part corpus: no folder %s (give --corpus, the real-nets folder)" % args.corpus)
     if "vs" in args.parts and not args.no_original and not args.original:
         parser.error("part vs needs --original PATH (or --no-original)")
     return args

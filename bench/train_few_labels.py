@@ -56,8 +56,9 @@ NUM_SAMPLE = 160  # images magic_init samples from the N training images (its de
 NETS = {"small": "fashion_small", "caffenet": "fashion_caffenet", "vgg": "fashion_vgg"}
 Schedule = namedtuple("Schedule", "iters base_lr eval_every stepsize")
 SCHEDULES = {"short": Schedule(300, 0.001, 50, None), "long": Schedule(1200, 0.01, 100, 800),
-             # a diagnostic, not part of the suite: the long schedule at 0.8x the learning rate
-             "long-lr0.008": Schedule(1200, 0.008, 100, 800)}
+             # diagnostics, not part of the suite: the learning rate x0.8 (long) and x1.43 (long, short)
+             "long-lr0.008": Schedule(1200, 0.008, 100, 800),
+             "long-lr0.0143": Schedule(1200, 0.0143, 100, 800), "short-lr0.00143": Schedule(300, 0.00143, 50, None)}
 #: The arms of the suite (each with and without Alg. 2).
 ARMS = ["caffe-gaussian", "caffe-xavier", "caffe-msra", "orig-kmeans", "orig-elwise",
         "ours-gaussian", "ours-pca", "ours-kmeans"]

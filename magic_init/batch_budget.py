@@ -38,20 +38,15 @@ FLOAT_BYTES = 4
 def _batch_axis(net):
     """The batch the net was built with: the first axis of its first input blob (1 if it has none)."""
     for name in getattr(net, "inputs", ()) or ():
-        shape = tuple(net.blobs[name].data.shape) if not hasattr(net.blobs[name], "shape") \
-            else tuple(net.blobs[name].shape)
+        shape = tuple(net.blobs[name].shape)
         if shape:
             return max(1, int(shape[0]))
     return 1
 
 
 def _count(net, name):
-    blob = net.blobs[name]
-    shape = blob.shape if hasattr(blob, "shape") else blob.data.shape
-    count = 1
-    for d in shape:
-        count *= int(d)
-    return count
+    """Elements of blob ``name`` (``Blob.count`` on both backends; no array is materialized)."""
+    return int(net.blobs[name].count)
 
 
 def pass_bytes_per_image(net) -> int:
@@ -81,9 +76,9 @@ def _engine_held(net, plan):
     current, sizes, held = {}, {}, set()
     for i, (name, layer) in enumerate(zip(net.layer_names, net.layers)):
         bottoms = [current.get(b, ("input", b)) for b in net.bottom_names[name]]
-        tops = [(i, t) for t in net.top_names[name]]
-        for (_, t), tensor in zip(tops, tops):
-            sizes[tensor] = _count(net, t)
+        tops = [(i, t) for t in net.top_names[name]]       # a tensor: (its writer, its blob)
+        for tensor in tops:
+            sizes[tensor] = _count(net, tensor[1])
         for b, tensor in zip(net.bottom_names[name], bottoms):
             sizes.setdefault(tensor, _count(net, b))
         if plan.layer[i]:
@@ -92,8 +87,7 @@ def _engine_held(net, plan):
                 held.update(bottoms)
             if not hand_written or layer.backward_reads_tops:
                 held.update(tops)
-        for (_, t), tensor in zip(tops, tops):
-            current[t] = tensor
+        current.update((tensor[1], tensor) for tensor in tops)
         for b in net.bottom_names[name]:
             if last_reader.get(b) == i and b not in net.top_names[name] and b not in net.inputs:
                 current.pop(b, None)

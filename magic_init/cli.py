@@ -213,15 +213,23 @@ def _parse_size(text):
 
 
 def _model_and_net(prototxt, kw):
-    """The first steps `init` and `stats` share: read the model, build the net."""
+    """`init`'s first steps: read the model, build its net (``_build_net``, which `stats` calls per model)."""
     from magic_init import load
 
     model = load.read_model(prototxt, kw["load"])
+    return model, _build_net(model, kw)
+
+
+def _build_net(model, kw, **options):
+    """Build ``model``'s net with the run's options (``options``: more of load.build_net's), check it
+    has affine layers, and settle ``kw["batch_size"]`` (``auto``: from the net and --memory-limit)."""
+    from magic_init import load
+
     net = load.build_net(model, backend=kw["backend"], device=kw["device"], batch_size=kw["batch_size"],
-                         size=kw["size"], data=kw["data"], root=kw["root"])
+                         size=kw["size"], data=kw["data"], root=kw["root"], **options)
     load.affine_layer_names(net)
     kw["batch_size"] = resolve_batch_size(net, kw["batch_size"], kw["memory_limit"], kw["num_images"])
-    return model, net
+    return net
 
 
 def _sample(net, model, kw, progress):
@@ -484,10 +492,7 @@ def stats_command(prototxt, json_path, plot_path, fillers, **kw):
     models = [(label, load.read_model(prototxt, path)) for label, path in entries]   # bad files fail before any work
     measured, sample = [], None
     for label, model in models:
-        net = load.build_net(model, backend=kw["backend"], device=kw["device"], batch_size=kw["batch_size"],
-                             size=kw["size"], data=kw["data"], root=kw["root"], fillers=True, seed=kw["seed"])
-        load.affine_layer_names(net)
-        kw["batch_size"] = resolve_batch_size(net, kw["batch_size"], kw["memory_limit"], kw["num_images"])
+        net = _build_net(model, kw, fillers=True, seed=kw["seed"])
         if model.weights_path:
             plan = load.plan_initialization(model, net)
             if not plan.loaded:

@@ -20,7 +20,7 @@ import warnings
 
 import click
 
-from magic_init import __version__, resources
+from magic_init import __version__, memory, resources
 from magic_init.batch_budget import AUTO, MAX_AUTO_BATCH, resolve_batch_size
 from magic_init.choices import (DEFAULT_NORMALIZE, FIRST_ROUND_IMAGES, INIT_KINDS, MEMORY_LIMIT_MB, NORMALIZE_UNITS,
                                 RATE_DEFINITIONS, RESCALE_FACTORS)
@@ -573,6 +573,7 @@ def main(argv=None):
     """Entry point: run the CLI, turning our errors into one line and a non-zero exit."""
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _terminate)
+    memory.use_small_pages()
     raw_args = sys.argv[1:] if argv is None else list(argv)
     try:
         # a bundled file named by its repository path (models/tiny.prototxt) works from any folder

@@ -1,9 +1,16 @@
-"""Hand memory the process freed back to the operating system.
+"""How the process takes memory from the operating system and hands it back.
+
 
 glibc's malloc keeps freed blocks for reuse; after a pass over the sample that is hundreds of MB of
 activations and gradients no longer used, which count in the process's resident size and make the
 next allocation (the weights' save copy) add to it. ``malloc_trim(0)`` returns them. A no-op where
 the C library is not glibc.
+
+numpy asks the kernel for transparent huge pages (``madvise(MADV_HUGEPAGE)``) for every array of
+4 MiB or more. With the kernel's default ``defrag=madvise`` a fault in such a region compacts memory
+synchronously when no free huge page is at hand, which on a machine whose memory is fragmented by
+the page cache makes the first touch of a fresh array about ten times slower than with small pages
+(docs/RESULTS.md). ``use_small_pages`` turns numpy's request off for the process (the CLI does).
 """
 from __future__ import annotations
 
@@ -30,3 +37,23 @@ def release_freed_memory() -> bool:
     """
     libc = _libc()
     return bool(libc.malloc_trim(0)) if libc is not None else False
+
+
+def use_small_pages() -> bool:
+    """Stop numpy from asking for transparent huge pages for its large arrays (process-wide).
+
+    Returns:
+        True when numpy's request was switched off, False where this numpy has no such switch.
+    """
+    try:
+        from numpy._core import multiarray
+    except ImportError:                   # numpy < 2
+        try:
+            from numpy.core import multiarray
+        except ImportError:
+            return False
+    switch = getattr(multiarray, "_set_madvise_hugepage", None)
+    if switch is None:
+        return False
+    switch(False)
+    return True

@@ -45,6 +45,7 @@ import contextlib
 import numpy as np
 
 from magic_init.algorithm import netinfo, patches
+from magic_init.algorithm.channel_sums import channel_squares
 from magic_init.choices import check_rate
 from magic_init.algorithm.runner import load_blobs, training_dropout
 from magic_init.algorithm.within_layer import output_view
@@ -165,24 +166,17 @@ def check_factors(name, factors):
                              "and fit float32); its weights are left as they were" % (name, factors[bad][0]))
 
 
-def _channel_squares(array):
-    """Σ over axis 0 and the axes after 1 of array², per index of axis 1, summed in float64 without a
-    float64 copy of the array (einsum's buffered cast: a batch of conv1 diffs is 37 MB in float64)."""
-    flat = array.reshape(array.shape[0], array.shape[1], -1)
-    return np.einsum("nck,nck->c", flat, flat, dtype=np.float64)
-
-
 def _column_square(kind, bottom):
     """Σ over images (and positions) of z², per column, and the count it averages over."""
     if kind == "InnerProduct":
         flat = bottom.reshape(len(bottom), -1)
         return np.einsum("nj,nj->j", flat, flat, dtype=np.float64), len(bottom)
-    return _channel_squares(bottom), bottom.size // bottom.shape[1]
+    return channel_squares(bottom), bottom.size // bottom.shape[1]
 
 
 def _group_gradient(top_diff, group):
     """Σ over images of ‖y‖² per output group."""
-    return _channel_squares(top_diff).reshape(group, -1).sum(axis=1)
+    return channel_squares(top_diff).reshape(group, -1).sum(axis=1)
 
 
 class RateMeter:

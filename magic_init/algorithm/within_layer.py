@@ -47,6 +47,7 @@ import logging
 import numpy as np
 
 from magic_init.algorithm import netinfo, patches, weight_init
+from magic_init.algorithm.channel_sums import channel_sums, channel_squares
 from magic_init.algorithm.runner import training_dropout
 from magic_init.choices import DATA_DRIVEN_KINDS, DEFAULT_NORMALIZE, MEMORY_LIMIT_MB, check_init, check_normalize
 from magic_init.errors import MagicInitError, NetDefinitionError
@@ -97,9 +98,7 @@ def channel_moments(top_sums):
 
 def accumulate_channels(top, sums=None):
     """Add one batch's per-channel (count, Σz, Σz²) over images and positions (float64)."""
-    axes = (0,) + tuple(range(2, top.ndim))
-    z = top.astype(np.float64)
-    batch = (top.size // top.shape[1], z.sum(axis=axes), (z * z).sum(axis=axes))
+    batch = (top.size // top.shape[1], channel_sums(top), channel_squares(top))
     if sums is None:
         return batch
     return tuple(a + b for a, b in zip(sums, batch))

@@ -39,3 +39,18 @@ def test_an_explicit_batch_size_wins():
     net = _net()
     assert batch_budget.resolve_batch_size(net, 7, 0.001) == 7
     assert batch_budget.resolve_batch_size(net, 32, 1024) == 32
+
+
+def test_the_api_takes_its_auto_batch_from_the_memory_limit_it_is_given(caplog):
+    import logging
+
+    import numpy as np
+
+    import magic_init
+
+    net = _net()
+    per_image = batch_budget.pass_bytes_per_image(net)
+    sample = np.random.default_rng(0).standard_normal((12,) + tuple(net.blobs[net.inputs[0]].shape[1:])).astype(np.float32)
+    with caplog.at_level(logging.INFO, logger="magic_init.batch_budget"):
+        magic_init.initialize(net, sample, between_layer=False, memory_limit_mb=3 * per_image / 2 ** 20)
+    assert any(record.getMessage().startswith("batch size 3:") for record in caplog.records)

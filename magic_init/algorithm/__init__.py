@@ -34,15 +34,15 @@ log = logging.getLogger(__name__)
 DEFAULT_TOL = float(np.log(1.01))
 
 
-def run_passes(net, sample, passes, batch_size=16, progress=False):
+def run_passes(net, sample, passes, batch_size=16, progress=False, memory_limit_mb=MEMORY_LIMIT_MB):
     """Run ``passes`` in order on one runner; returns ``{pass class name: report, 'seconds': {...}}``.
 
     ``progress``: progress bars on stderr for the long loops (magic_init.progress). ``batch_size``
     "auto" (``batch_budget.AUTO``): the largest batch up to 16 whose forward+backward pass fits
-    ``choices.MEMORY_LIMIT_MB`` (a BatchStore ``sample`` keeps its own cut)."""
+    ``memory_limit_mb`` MiB (default ``choices.MEMORY_LIMIT_MB``; a BatchStore ``sample`` keeps its own cut)."""
     if batch_size == AUTO:
         images = None if isinstance(sample, BatchStore) else len(next(iter(sample_arrays(sample, net).values())))
-        batch_size = resolve_batch_size(net, AUTO, MEMORY_LIMIT_MB, images)
+        batch_size = resolve_batch_size(net, AUTO, memory_limit_mb, images)
     runner = SampleRunner(net, sample, batch_size, progress=progress)
     report, seconds = {}, {}
     try:
@@ -99,7 +99,8 @@ def build_passes(within_layer=True, between_layer=True, init="gaussian", beta=0.
 def initialize(net, sample, init="gaussian", beta=0.1, between_layer=True, alpha=0.25, max_iter=10,
                tol=DEFAULT_TOL, batch_size=AUTO, layers=None, seed=0,
                max_patches=10000, max_patch_mb=MEMORY_LIMIT_MB, rounds=2, rate="gradient", progress=False, verify=False,
-               data_driven_fc=False, rate_dropout=True, stats_dropout=True, normalize=DEFAULT_NORMALIZE):
+               data_driven_fc=False, rate_dropout=True, stats_dropout=True, normalize=DEFAULT_NORMALIZE,
+               memory_limit_mb=MEMORY_LIMIT_MB):
     """Algorithm 1 on the affine layers named in ``layers`` (None: every affine layer; the others keep
     their weights), then, with ``between_layer``, Algorithm 2 on all affine layers (LRN passed
     approximately: the net is being initialized, its function need not be kept). ``verify``: Algorithm 2
@@ -127,7 +128,7 @@ def initialize(net, sample, init="gaussian", beta=0.1, between_layer=True, alpha
         max_iter: Algorithm 2's analytic iterations per measurement round, at most (default 10).
         tol: Algorithm 2 stops when max_g |log(C̃_g / C̃)| < ``tol`` (default ``DEFAULT_TOL`` = log(1.01)).
         batch_size: Images per forward pass, or "auto" (the default): the largest batch up to 16 whose
-            forward+backward pass fits choices.MEMORY_LIMIT_MB (see ``run_passes``).
+            forward+backward pass fits ``memory_limit_mb`` (see ``run_passes``).
         layers: Names of the affine layers Algorithm 1 initializes; None (the default): every one.
         seed: Seed of Algorithm 1's random draws (default 0); Algorithm 2 draws its η with ``seed + 1``.
         max_patches: Input patches gathered per layer for a data-driven ``init``, at most (default 10000).
@@ -142,6 +143,7 @@ def initialize(net, sample, init="gaussian", beta=0.1, between_layer=True, alpha
         stats_dropout: If True (the default), Algorithm 1 measures μ, σ with Dropout active.
         normalize: "auto" (``DEFAULT_NORMALIZE``, the default: ``within_layer.auto_unit``), "conv-layer",
             "channel" or "layer"; another value raises ValueError.
+        memory_limit_mb: The MiB budget of ``batch_size="auto"`` (default ``choices.MEMORY_LIMIT_MB``).
 
     Returns:
         A dict: ``"WithinLayer"``: Algorithm 1's list of per-layer report dicts; ``"BetweenLayer"``
@@ -153,11 +155,11 @@ def initialize(net, sample, init="gaussian", beta=0.1, between_layer=True, alpha
                           max_patches=max_patches, max_patch_mb=max_patch_mb, data_driven_fc=data_driven_fc,
                           stats_dropout=stats_dropout, alpha=alpha, max_iter=max_iter, tol=tol, rounds=rounds,
                           rate=rate, verify=verify, rate_dropout=rate_dropout, normalize=normalize)
-    return run_passes(net, sample, passes, batch_size, progress=progress)
+    return run_passes(net, sample, passes, batch_size, progress=progress, memory_limit_mb=memory_limit_mb)
 
 
 def rescale(net, sample, alpha=0.25, max_iter=10, tol=DEFAULT_TOL, batch_size=AUTO, seed=0, rounds=2, rate="gradient",
-            progress=False, exact=True, verify=False, rate_dropout=True, factors="channel"):
+            progress=False, exact=True, verify=False, rate_dropout=True, factors="channel", memory_limit_mb=MEMORY_LIMIT_MB):
     """Algorithm 2 only (pretrained models, paper §4.3). With ``exact`` (default) the net's function
     is kept up to one positive factor on its output, z_N ← Δ_out·z_N: a scale passes only positively
     homogeneous layers, f(r·x) = r·f(x) for r > 0; the layers whose scale would have to pass another
@@ -175,7 +177,7 @@ def rescale(net, sample, alpha=0.25, max_iter=10, tol=DEFAULT_TOL, batch_size=AU
         max_iter: Analytic iterations per measurement round, at most (default 10).
         tol: Algorithm 2 stops when max_g |log(C̃_g / C̃)| < ``tol`` (default ``DEFAULT_TOL`` = log(1.01)).
         batch_size: Images per forward pass, or "auto" (the default): the largest batch up to 16 whose
-            forward+backward pass fits choices.MEMORY_LIMIT_MB (see ``run_passes``).
+            forward+backward pass fits ``memory_limit_mb`` (see ``run_passes``).
         seed: Algorithm 2 draws its η (and Dropout masks) with ``seed + 1`` (default 0).
         rounds: Measurement rounds, one forward+backward pass each (default 2).
         rate: The change rate equalized: "gradient" (the default, from the measured weight gradients)
@@ -188,6 +190,7 @@ def rescale(net, sample, alpha=0.25, max_iter=10, tol=DEFAULT_TOL, batch_size=AU
         factors: With ``exact``: "channel" (the default) gives each convolution output channel its own
             factor (with the "gradient" rate), "layer" one factor per layer (the paper's Algorithm 2);
             another value raises ValueError. Without ``exact``: one factor per layer.
+        memory_limit_mb: The MiB budget of ``batch_size="auto"`` (default ``choices.MEMORY_LIMIT_MB``).
 
     Returns:
         A dict: ``"BetweenLayer"``: Algorithm 2's report dict (``iterations``, ``scale``, ``rate_before``,
@@ -196,4 +199,4 @@ def rescale(net, sample, alpha=0.25, max_iter=10, tol=DEFAULT_TOL, batch_size=AU
     """
     passes = build_passes(within_layer=False, alpha=alpha, max_iter=max_iter, tol=tol, seed=seed, rounds=rounds,
                           rate=rate, exact=exact, verify=verify, rate_dropout=rate_dropout, factors=factors)
-    return run_passes(net, sample, passes, batch_size, progress=progress)
+    return run_passes(net, sample, passes, batch_size, progress=progress, memory_limit_mb=memory_limit_mb)

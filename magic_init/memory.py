@@ -9,8 +9,8 @@ the C library is not glibc.
 numpy asks the kernel for transparent huge pages (``madvise(MADV_HUGEPAGE)``) for every array of
 4 MiB or more. With the kernel's default ``defrag=madvise`` a fault in such a region compacts memory
 synchronously when no free huge page is at hand, which on a machine whose memory is fragmented by
-the page cache makes the first touch of a fresh array about ten times slower than with small pages
-(docs/RESULTS.md). ``use_small_pages`` turns numpy's request off for the process (the CLI does).
+the page cache makes the first touch of a fresh array much slower than with small pages
+(docs/RESULTS.md 0b). ``use_small_pages`` turns numpy's request off for the process (the CLI does).
 """
 from __future__ import annotations
 

@@ -183,9 +183,9 @@ def _white_unit_rows(patches, eps, rank):
     return (white / np.maximum(norms, 1e-12)).astype(np.float32), project
 
 
-#: Spherical k-means steps at most. On CaffeNet's conv1-5 (10,000 whitened patches each) the mean
-#: similarity Σ max_c ⟨x, c⟩ / n after 10 steps is within 0.6 % of its value after 30, most layers
-#: stopped at 17-30 steps, and each step costs a full n × d × k product (docs/RESULTS.md).
+#: Spherical k-means steps at most; each costs a full n × d × k product. The mean similarity
+#: Σ max_c ⟨x, c⟩ / n barely moves after this many, and k-means inits capped here train as well as
+#: with three times as many (docs/RESULTS.md 0b, docs/TRAINING.md session 9).
 KMEANS_ITERATIONS = 10
 
 

@@ -1,6 +1,5 @@
 """How the process takes memory from the operating system and hands it back.
 
-
 glibc's malloc keeps freed blocks for reuse; after a pass over the sample that is hundreds of MB of
 activations and gradients no longer used, which count in the process's resident size and make the
 next allocation (the weights' save copy) add to it. ``malloc_trim(0)`` returns them. A no-op where
@@ -39,20 +38,26 @@ def release_freed_memory() -> bool:
     return bool(libc.malloc_trim(0)) if libc is not None else False
 
 
-def use_small_pages() -> bool:
-    """Stop numpy from asking for transparent huge pages for its large arrays (process-wide).
-
-    Returns:
-        True when numpy's request was switched off, False where this numpy has no such switch.
-    """
+def numpy_huge_page_switch():
+    """numpy's process-wide switch of its huge-page request (``switch(enabled) -> previous``), or None
+    where this numpy has none."""
     try:
         from numpy._core import multiarray
     except ImportError:                   # numpy < 2
         try:
             from numpy.core import multiarray
         except ImportError:
-            return False
-    switch = getattr(multiarray, "_set_madvise_hugepage", None)
+            return None
+    return getattr(multiarray, "_set_madvise_hugepage", None)
+
+
+def use_small_pages() -> bool:
+    """Stop numpy from asking for transparent huge pages for its large arrays (process-wide).
+
+    Returns:
+        True when numpy's request was switched off, False where this numpy has no such switch.
+    """
+    switch = numpy_huge_page_switch()
     if switch is None:
         return False
     switch(False)

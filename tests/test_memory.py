@@ -5,16 +5,8 @@ import pytest
 from magic_init import memory
 
 
-def _numpy_switch():
-    try:
-        from numpy._core import multiarray
-    except ImportError:
-        from numpy.core import multiarray
-    return getattr(multiarray, "_set_madvise_hugepage", None)
-
-
 def test_use_small_pages_turns_numpys_huge_page_request_off():
-    switch = _numpy_switch()
+    switch = memory.numpy_huge_page_switch()
     if switch is None:
         pytest.skip("this numpy has no huge-page switch")
     previous = switch(True)
@@ -26,7 +18,7 @@ def test_use_small_pages_turns_numpys_huge_page_request_off():
 
 
 def test_arrays_are_unchanged_with_small_pages():
-    switch = _numpy_switch()
+    switch = memory.numpy_huge_page_switch()
     previous = switch(True) if switch else None
     try:
         memory.use_small_pages()

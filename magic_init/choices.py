@@ -30,10 +30,10 @@ RESCALE_FACTORS = ("channel", "layer")
 #: MiB: the largest forward+backward pass ``--batch-size auto`` chooses, and the patches of
 #: pca/zca/kmeans/rand (never held at the same time).
 MEMORY_LIMIT_MB = 1024
-#: With two or more rounds, Algorithm 2's first measures on the sample's first this many images (three
-#: blocks of rates.RATE_BLOCK): it only has to bring the rates near each other; the last round
+#: With two or more rounds, Algorithm 2's first measures on the sample's first this many images (one
+#: block of rates.RATE_BLOCK): it only has to bring the rates near each other; the last round
 #: measures on the whole sample and sets the final scales (0 or None: every round on the whole sample).
-FIRST_ROUND_IMAGES = 48
+FIRST_ROUND_IMAGES = 16
 
 
 def check_init(kind, allowed=INIT_KINDS):

@@ -3,7 +3,7 @@
 Every layer's forward and backward runs on the built-in engine are counted in images; one pass is
 the whole sample through a layer once. The budget: Algorithm 1 forwards each layer once (its cache
 carries the sample from layer to layer), each Algorithm 2 measurement is one forward and one
-backward pass (the first round of two over ``--first-round-images`` = 48 images, so the whole
+backward pass (the first round of two over ``--first-round-images`` = 16 images, so the whole
 8-image sample here), ``-v`` adds one of each (the measured spread), and rescaling with per-channel
 factors measures once. A change that adds a pass fails here, whatever the machine's speed.
 """

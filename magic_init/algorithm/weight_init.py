@@ -34,10 +34,10 @@ class DegenerateSample(ValueError):
 def sample_problem(patches, m):
     """Why a data-driven init of m rows cannot use ``patches`` (n × d), or None when it can.
 
-    Too few rows (n < m: k-means and random patches need m distinct samples), non-finite values,
-    or zero variance (every patch the same: no direction to whiten, and every row would give a
-    constant output). A rank-deficient but nonzero covariance is fine: the spanned directions are
-    whitened (see ``whitening``)."""
+    Too few rows (n < m: k-means and random patches need m distinct samples) or non-finite values.
+    Zero variance (every patch the same: no direction to whiten, and every row would give a constant
+    output) is found by ``whitening`` from the covariance it computes anyway (``DegenerateSample``);
+    a rank-deficient but nonzero covariance is fine: the spanned directions are whitened."""
     x = np.asarray(patches)
     n, d = x.shape
     if n < max(m, 2):
@@ -46,29 +46,34 @@ def sample_problem(patches, m):
         return "empty patches (no input dimension)"
     if not np.all(np.isfinite(x)):
         return "non-finite patches"
-    variance, square = _total_variance_and_square(x)
-    if not variance > ZERO_VARIANCE * square:
-        return "zero-variance patches (constant on the sample)"
     return None
 
 
-def _total_variance_and_square(x, chunk=2048):
-    """(Σ_j Var(x_:j), Σ_j E[x_:j²]) of an (n × d) array, in float64, two passes over row chunks
-    (no float64 copy of the whole array)."""
-    n = len(x)
-    mean = x.mean(axis=0, dtype=np.float64)
-    variance = square = 0.0
-    for start in range(0, n, chunk):
-        part = x[start:start + chunk].astype(np.float64)
-        square += float(np.einsum("ij,ij->", part, part))
-        part -= mean
-        variance += float(np.einsum("ij,ij->", part, part))
-    return variance / n, square / n
+def _check_variance(total_variance, mean):
+    """Raise DegenerateSample when the total variance tr Σ is at most ZERO_VARIANCE of the patches'
+    mean square tr Σ + ‖μ‖² (a constant sample); a non-finite one is left to the caller's check."""
+    square = total_variance + float(mean.dot(mean))
+    if np.isfinite(square) and not total_variance > ZERO_VARIANCE * square:
+        raise DegenerateSample("zero-variance patches (constant on the sample)")
 
 
-def gaussian(shape, rng):
-    """W ~ N(0, I) of the given shape (Algorithm 1, first line)."""
-    return rng.standard_normal(shape, dtype=np.float32)   # float32 draws: faster than float64
+def gaussian(shape, rng, out=None):
+    """W ~ N(0, I) of the given shape (Algorithm 1, first line), float32.
+
+    Args:
+        shape: the weight's shape.
+        rng: a numpy Generator.
+        out: a C-contiguous float32 array of that shape to draw into (no temporary the size of the
+            weights; the same draws as without it), or None.
+
+    Returns:
+        The drawn array (``out`` when given and usable)."""
+    if out is not None and out.dtype == np.float32 and out.flags.c_contiguous and out.shape == tuple(shape):
+        return rng.standard_normal(dtype=np.float32, out=out)
+    drawn = rng.standard_normal(shape, dtype=np.float32)
+    if out is not None:
+        out[...] = drawn
+    return drawn
 
 
 def _orthonormal(y):
@@ -110,6 +115,8 @@ def whitening(patches, eps=WHITENING_EPS, rank=None):
     Σ = (X-μ)ᵀ(X-μ)/n; directions with λ < EIGEN_FLOOR·max λ are dropped (rank-deficient samples).
     With ``rank`` < d/2 only the leading ``rank`` directions are computed (randomized).
     ``eps`` (relative to the mean eigenvalue) regularizes 1/sqrt(λ) as in Coates & Ng.
+    Raises DegenerateSample for a constant sample (tr Σ ≤ ZERO_VARIANCE·(tr Σ + ‖μ‖²)) or a
+    non-finite covariance.
     """
     x = np.asarray(patches, dtype=np.float32)
     mean = x.mean(axis=0, dtype=np.float64)
@@ -118,8 +125,10 @@ def whitening(patches, eps=WHITENING_EPS, rank=None):
     if n < d:                                    # few wide rows: thin SVD, O(n²d) instead of O(d³)
         _, singular, vt = np.linalg.svd(centered.astype(np.float64), full_matrices=False)
         values, vectors = singular ** 2 / n, vt.T
+        _check_variance(float(values.sum()), mean)
     else:
         cov = centered.T.dot(centered).astype(np.float64) / n
+        _check_variance(float(np.trace(cov)), mean)
         if rank is not None and rank < d // 2 and rank + _OVERSAMPLE < d:
             values, vectors = _top_eigen(cov, rank)
         else:

@@ -326,10 +326,10 @@ class WithinLayer:
         name, kind = net.layer_names[index], net.layer_types[index]
         weight = net.params[name][0].data
         if self.init == "gaussian":
-            weight[...] = weight_init.gaussian(weight.shape, self.rng)
+            weight_init.gaussian(weight.shape, self.rng, out=weight)
             return "gaussian", ""
         if kind == "InnerProduct" and not self.data_driven_fc:
-            weight[...] = weight_init.gaussian(weight.shape, self.rng)
+            weight_init.gaussian(weight.shape, self.rng, out=weight)
             return "gaussian", "fully connected (data-driven inits on convolutions only; --data-driven-fc)"
         if kind == "Deconvolution":
             reason = "no data-driven init for Deconvolution"
@@ -340,7 +340,7 @@ class WithinLayer:
                 weight[...] = rows.reshape(weight.shape)
                 return self.init, reason
             log.warning("layer '%s': %s init impossible: %s; falling back to gaussian", name, self.init, reason)
-        weight[...] = weight_init.gaussian(weight.shape, self.rng)
+        weight_init.gaussian(weight.shape, self.rng, out=weight)
         return "gaussian", reason
 
     def data_driven_rows(self, net, runner, index):

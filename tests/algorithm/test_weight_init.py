@@ -229,3 +229,15 @@ def test_a_constant_group_alone_gets_gaussian_rows(caplog):
     assert report["init"] == "kmeans" and "1 of 3 groups (0): zero-variance" in report["reason"]
     assert "layer 'dw': 1 of 3 groups" in caplog.text
     assert np.all(np.isfinite(net.params["dw"][0].data))
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_gaussian_drawn_into_a_weight_gives_the_same_draws_as_a_fresh_array(order):
+    """``out=``: the weight itself is filled (no temporary the weight's size where it is C-contiguous
+    float32), with the draws a fresh array gets from the same generator state."""
+    fresh = weight_init.gaussian((6, 4, 3, 3), np.random.default_rng(7))
+    weight = np.zeros((6, 4, 3, 3), np.float32, order=order)
+    returned = weight_init.gaussian(weight.shape, np.random.default_rng(7), out=weight)
+    np.testing.assert_array_equal(weight, fresh)
+    assert (returned is weight) == (order == "C")
+    assert fresh.dtype == np.float32 and abs(float(fresh.std()) - 1) < 0.3

@@ -79,13 +79,10 @@ class BatchStore:
         return {name: np.load(path) for name, path in item.items()}
 
     def __setitem__(self, i, batch):
-        old_files = set(self._items[i].values()) if self._spilled[i] else set()   # written over, not removed
-        if not old_files:
-            self._release(i)
+        self._release(i)
         size = batch_bytes(batch)
         self._images[i] = batch_images(batch)
         if self.memory_bytes is None or self._held + size <= self.memory_bytes:
-            _remove(old_files)
             self._items[i], self._spilled[i] = dict(batch), False
             self._held += size
             return
@@ -93,15 +90,15 @@ class BatchStore:
         paths = {}
         for k, (name, array) in enumerate(batch.items()):
             paths[name] = os.path.join(folder, "b%d_%d.npy" % (i, k))
-            _write_over(paths[name], np.ascontiguousarray(array), paths[name] in old_files)
-        _remove(old_files - set(paths.values()))
+            np.save(paths[name], np.ascontiguousarray(array), allow_pickle=False)
         self._items[i], self._spilled[i] = paths, True
 
     def _release(self, i):
         """Forget batch i's arrays (memory) or files."""
         item = self._items[i]
         if self._spilled[i]:
-            _remove(item.values())
+            for path in item.values():
+                os.remove(path)
         else:
             self._held -= batch_bytes(item) if item else 0
         self._items[i], self._spilled[i] = {}, False
@@ -118,18 +115,3 @@ class BatchStore:
         if self._cleanup is not None:
             self._cleanup()
             self._folder = self._cleanup = None
-
-
-def _write_over(path, array, exists):
-    """Write ``array`` as ``.npy`` to ``path``; an existing file is written over in place and cut to
-    the new length, not removed and created anew (which has the file system allocate new blocks for
-    every spill: docs/RESULTS.md 0c)."""
-    with open(path, "r+b" if exists else "wb") as handle:
-        np.lib.format.write_array(handle, array, allow_pickle=False)
-        handle.truncate()
-
-
-def _remove(paths):
-    """Delete the files ``paths``."""
-    for path in paths:
-        os.remove(path)

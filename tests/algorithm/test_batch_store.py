@@ -45,25 +45,6 @@ def test_replacing_a_batch_frees_its_room_and_its_files():
     assert unlimited.spilled_count() == 0 and unlimited._folder is None
 
 
-def test_a_batch_written_over_a_longer_file_reads_back_exactly():
-    """A spilled batch replaced by a shorter, then a longer one under another blob name: its file is
-    written over in place and cut to the new length, and each reads back bit for bit; a replacement
-    that fits in memory removes the file."""
-    rng = np.random.default_rng(3)
-    store = BatchStore(memory_mb=0)
-    store.append(batch(rng, 3, channels=8))
-    path = os.path.join(store._folder, "b0_0.npy")
-    for replacement in ({"pool": rng.standard_normal((3, 2, 2, 2)).astype(np.float32)},
-                        {"conv": rng.standard_normal((3, 16, 4, 4)).astype(np.float32)}):
-        store[0] = replacement
-        assert os.path.getsize(path) == 128 + replacement[next(iter(replacement))].nbytes   # npy header + data
-        got = store[0]
-        assert set(got) == set(replacement) and np.array_equal(got[next(iter(got))], replacement[next(iter(got))])
-    store.memory_bytes = None
-    store[0] = {"fc": np.ones((3, 5), np.float32)}
-    assert store.spilled_count() == 0 and os.listdir(store._folder) == []
-
-
 def test_the_folder_goes_away_on_close_and_when_collected():
     rng = np.random.default_rng(2)
     store = BatchStore(memory_mb=0)

@@ -8,24 +8,26 @@
 #                                        # and makes the 160 photos (out/bench-photos)
 #   bash bench/gpu_check.sh [OUT_DIR]    # on the GPU machine, from the repository root; needs
 #                                        # python3 with torch (CUDA), numpy, protobuf, click, pillow, pytest
+#                                        # (another interpreter: PYTHON=/path/to/python)
 #
 # The references are real Caffe's (tests/caffe_ref, cached by the conformance suite); the model-level
 # references (100-200 MB each) stay behind, so the CUDA variants of the per-layer, per-case and dropout
 # conformance tests run, and test_engine_cuda compares CUDA with the CPU. No network is needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
 REFS=out/gpu-refs
 PHOTOS=out/bench-photos/list.txt
 
 if [ "${1:-}" = "--prepare" ]; then
-    digest=$(python3 -c "import sys; sys.path.insert(0, 'tests')
+    digest=$("$PYTHON" -c "import sys; sys.path.insert(0, 'tests')
 from caffe_ref.cases import all_cases, cases_digest; print(cases_digest(all_cases()))")
     source="${XDG_CACHE_HOME:-$HOME/.cache}/magic_init/caffe-refs/$digest"
     [ -f "$source/DONE" ] || { echo "gpu_check: no references at $source: run the conformance tests here first" >&2; exit 1; }
     rm -rf "$REFS" && mkdir -p "$REFS"
     find "$source" -maxdepth 1 -name '*.npz' ! -name 'model_*' -exec cp {} "$REFS/" \;
     cp "$source/DONE" "$REFS/"
-    python3 -c "import sys; sys.path.insert(0, 'bench'); import common; common.ensure_photos(160)"
+    "$PYTHON" -c "import sys; sys.path.insert(0, 'bench'); import common; common.ensure_photos(160)"
     echo "gpu_check: $(ls "$REFS" | wc -l) reference files ($(du -sh "$REFS" | cut -f1)) in $REFS, photos in $(dirname "$PHOTOS")"
     echo "gpu_check: carry out/gpu-refs and out/bench-photos to the GPU machine"
     exit 0
@@ -34,14 +36,15 @@ fi
 OUT_DIR=${1:-out/gpu-check}
 mkdir -p "$OUT_DIR"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu_check: torch sees no CUDA device')"
-gpu=$(python3 -c "import torch; print(torch.cuda.get_device_name(0), '| torch', torch.__version__)")
+"$PYTHON" -c "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec('torch') else 'gpu_check: $PYTHON has no torch (PYTHON=/path/to/python with torch)')"
+"$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu_check: torch sees no CUDA device')"
+gpu=$("$PYTHON" -c "import torch; print(torch.cuda.get_device_name(0), '| torch', torch.__version__)")
 [ -f "$REFS/DONE" ] || { echo "gpu_check: no references in $REFS (bash bench/gpu_check.sh --prepare, then carry it)" >&2; exit 1; }
 [ -f "$PHOTOS" ] || { echo "gpu_check: no photos at $PHOTOS (bash bench/gpu_check.sh --prepare)" >&2; exit 1; }
 
 # 1. CUDA conformance: the cuda-parametrized tests only (the CPU ones run in CI)
 set +e
-MAGIC_INIT_CAFFE_REFS="$PWD/$REFS" timeout 300 python3 -m pytest -q -p no:cacheprovider -k cuda \
+MAGIC_INIT_CAFFE_REFS="$PWD/$REFS" timeout 300 "$PYTHON" -m pytest -q -p no:cacheprovider -k cuda \
     tests/engine/test_engine_cuda.py tests/engine/conformance/test_conformance_layers.py \
     tests/engine/conformance/test_conformance_cases.py tests/engine/conformance/test_conformance_dropout.py \
     > "$OUT_DIR/conformance.log" 2>&1
@@ -53,10 +56,10 @@ conformance=$(grep -E "^[0-9]+ (passed|failed)|^=+ .*(passed|failed|error)" "$OU
 run_once() {
     local log="$OUT_DIR/caffenet_$1.log" began ended
     began=$(date +%s.%N)
-    python3 -m magic_init models/caffenet.prototxt "$OUT_DIR/caffenet_$1.caffemodel" --data "$PHOTOS" \
+    "$PYTHON" -m magic_init models/caffenet.prototxt "$OUT_DIR/caffenet_$1.caffemodel" --data "$PHOTOS" \
         --init kmeans --backend torch --device cuda --seed 0 -v > "$log" 2>&1
     ended=$(date +%s.%N)
-    python3 - "$log" "$began" "$ended" "$1" <<'EOF'
+    "$PYTHON" - "$log" "$began" "$ended" "$1" <<'EOF'
 import re, sys
 log, began, ended, label = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 text = open(log).read()

@@ -1,7 +1,7 @@
 """Window geometry of convolution and pooling layers, as Caffe resolves it (torch-free).
 
 The one place that reads kernel/pad/stride/dilation: the engine's Convolution, Deconvolution and
-Pooling layers, the algorithm (``algorithm.netinfo.conv_geometry``) and through it the patch
+Pooling layers, the algorithm (through ``adapters.caffe``) and through it the patch
 gatherer (``algorithm.patches``) all call it.
 
 ConvolutionParameter (``BaseConvolutionLayer::LayerSetUp``): ``kernel_size``, ``pad``, ``stride``,

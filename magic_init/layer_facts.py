@@ -1,9 +1,10 @@
 """What the package knows about each Caffe layer type, in one table (torch-free).
 
 Every list of layer types in the package reads this table: the affine layers the algorithm
-initializes (``algorithm.netinfo``), the loss/output layers it strips before injecting its random
-loss, the data layers ``netgraph`` turns into ``Input`` layers and ``load`` guesses shapes for, and
-how Algorithm 2's scale factor passes each layer (``algorithm.scale_graph``). Adding a layer type
+initializes, the loss/output layers it strips before injecting its random loss and how Algorithm
+2's scale factor passes each layer (``adapters.caffe`` turns these rows into the algorithm's
+neutral description of a net), and the data layers ``netgraph`` turns into ``Input`` layers and
+``load`` guesses shapes for. Adding a layer type
 means one registry class in ``magic_init/engine/layers/`` and one row here (a test checks that every
 engine type has a row). A type without a row is ``OTHER`` and ``BLOCKS`` a scale, "not known to be
 homogeneous".
@@ -104,7 +105,7 @@ TABLE = {
     "TanH":                    _(OTHER, BLOCKS, True),
     "BatchNorm":               _(OTHER, BLOCKS, True),   # fixed TEST statistics: a factor changes f
     # Scale: x·s with s a second bottom is of degree 2; with one bottom and a learned, unshared
-    # per-channel γ it is a source for Algorithm 2 instead (netinfo.rescalable_layers).
+    # per-channel γ it is a source for Algorithm 2 instead (adapters.caffe.scale_layer_problem).
     "Scale":                   _(OTHER, BLOCKS, True),
     "Bias":                    _(OTHER, BLOCKS, True),
     "Power":                   _(OTHER, BLOCKS, True),

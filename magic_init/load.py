@@ -13,13 +13,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from magic_init import batch_budget, layer_facts, netgraph
-from magic_init.algorithm import netinfo
-from magic_init.algorithm.netinfo import AFFINE_TYPES
+from magic_init.algorithm.description import describe
 from magic_init.errors import MagicInitError, ModelFileError, NetDefinitionError
 from magic_init.io import copy_weights, read_caffemodel, read_prototxt, write_caffemodel
 from magic_init.timing import timed
 
 log = logging.getLogger(__name__)
+
+#: The Caffe types of affine layers (``layer_facts``).
+AFFINE_TYPES = layer_facts.types(role=layer_facts.AFFINE)
 
 
 @dataclass
@@ -73,7 +75,7 @@ def _blob_role(index):
 
 def affine_layer_names(net):
     """Names of ``net``'s affine layers (what the algorithm works on); NetDefinitionError if none."""
-    affine = [net.layer_names[i] for i in netinfo.affine_layers(net)]
+    affine = [net.layer_names[i] for i in describe(net).affine_layers()]
     if not affine:
         raise NetDefinitionError("the net has no %s layer: nothing to initialize or measure"
                                  % "/".join(AFFINE_TYPES))

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from magic_init.algorithm import netinfo
+from magic_init.algorithm.description import describe
 from magic_init.algorithm.rates import RateMeter
 from magic_init.algorithm.runner import SampleRunner
 from magic_init.algorithm.within_layer import accumulate_channels, channel_moments
@@ -41,7 +41,7 @@ def coefficient_of_variation(values):
 def activation_stats(net, runner):
     """``{layer: (channel means, channel stds)}`` of each affine layer's output, one forward pass."""
     stats = {}
-    for index in runner.bar(netinfo.affine_layers(net), "stats: activations (layers)"):
+    for index in runner.bar(describe(net).affine_layers(), "stats: activations (layers)"):
         name = net.layer_names[index]
         top = net.top_names[name][0]
         state = {}
@@ -94,10 +94,11 @@ def measure(net, sample, batch_size=16, seed=0, progress=False, rate_dropout=Tru
     finally:
         runner.close()
     layers = []
-    for index in netinfo.affine_layers(net):
+    description = describe(net)
+    for index in description.affine_layers():
         name = net.layer_names[index]
         mean, std = acts[name]
-        entry = {"layer": name, "type": net.layer_types[index], "act_mean": float(mean.mean()),
+        entry = {"layer": name, "type": description.ops[index].label, "act_mean": float(mean.mean()),
                  "act_std": float(std.mean()), "act_cv": coefficient_of_variation(std),
                  "channel_mean": mean.tolist(), "channel_std": std.tolist()}
         if name in rates:

@@ -16,7 +16,6 @@ pytest.importorskip("torch")
 
 import magic_init  # noqa: E402
 from magic_init.measure_stat import activation_stats, measure  # noqa: E402
-from magic_init.algorithm import netinfo  # noqa: E402
 from magic_init.algorithm.runner import SampleRunner, load_blobs  # noqa: E402
 
 pytestmark = pytest.mark.slow

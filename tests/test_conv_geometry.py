@@ -15,7 +15,8 @@ import pytest
 from google.protobuf import text_format
 
 from magic_init import conv_geometry as geometry
-from magic_init.algorithm import netinfo, patches
+from magic_init.adapters.caffe import convolution_geometry
+from magic_init.algorithm import patches
 from magic_init.conv_geometry import ConvGeometry, pool_window, pooled_size
 from magic_init.errors import NetDefinitionError
 from magic_init.proto import caffe_pb2
@@ -104,36 +105,25 @@ def test_degenerate_values_caffe_does_not_check_are_refused():
 def test_kaffe_p_w_bug_class_is_refused_by_the_algorithm():
     """The old resolver took the last of three pads on a 2-D convolution and ignored pad_h next to
     pad; the algorithm now reads Caffe's resolution (and refuses what Caffe refuses)."""
-    net = _FakeConvNet("kernel_size: 3 pad: 1 pad: 2 pad: 3", (4, 3, 3, 3))
     with pytest.raises(NetDefinitionError, match="pad specified 3 times"):
-        netinfo.conv_geometry(net, "c")
-    net = _FakeConvNet("kernel_size: 3 pad: 1 pad_w: 2", (4, 3, 3, 3))
+        _adapter_geometry("kernel_size: 3 pad: 1 pad: 2 pad: 3", (4, 3, 3, 3))
     with pytest.raises(NetDefinitionError, match="Either pad or pad_h/w"):
-        netinfo.conv_geometry(net, "c")
-    net = _FakeConvNet("kernel_size: 3", (4, 3, 3, 5))
+        _adapter_geometry("kernel_size: 3 pad: 1 pad_w: 2", (4, 3, 3, 3))
     with pytest.raises(NetDefinitionError, match="does not match the weight blob"):
-        netinfo.conv_geometry(net, "c")
+        _adapter_geometry("kernel_size: 3", (4, 3, 3, 5))
 
 
 @pytest.mark.parametrize("text", ASYMMETRIC_FORMS)
 def test_algorithm_reads_the_same_geometry(text):
-    net = _FakeConvNet(text + " group: 2", (4, 3, 3, 5))
-    assert netinfo.conv_geometry(net, "c") == ConvGeometry(*ASYMMETRIC, group=2)
+    assert _adapter_geometry(text + " group: 2", (4, 3, 3, 5)) == ConvGeometry(*ASYMMETRIC, group=2)
 
 
-class _Blob:
-    def __init__(self, shape):
-        self.data = np.zeros(shape, np.float32)
-
-
-class _FakeConvNet:
-    """What netinfo.conv_geometry reads: net_param and the weight blob."""
-
-    def __init__(self, text, weight_shape):
-        self.net_param = caffe_pb2.NetParameter()
-        layer = self.net_param.layer.add(name="c", type="Convolution")
-        text_format.Merge(text, layer.convolution_param)
-        self.params = {"c": [_Blob(weight_shape)]}
+def _adapter_geometry(text, weight_shape):
+    """The geometry the Caffe adapter gives the algorithm for convolution ``c`` with ``text`` as its
+    convolution_param and a weight blob of ``weight_shape``."""
+    layer = caffe_pb2.LayerParameter(name="c", type="Convolution")
+    text_format.Merge(text, layer.convolution_param)
+    return convolution_geometry("c", layer, weight_shape)
 
 
 # ----------------------------------------------------------------------------- output size

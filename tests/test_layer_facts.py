@@ -6,7 +6,8 @@ import pytest
 
 from magic_init import layer_facts as facts
 from magic_init import netgraph
-from magic_init.algorithm import netinfo, scale_graph
+from magic_init import load
+from magic_init.adapters import caffe as caffe_adapter
 from magic_init.data import layer as data_layer
 
 
@@ -54,14 +55,11 @@ def test_unknown_types_block_without_a_claim():
 
 
 def test_the_package_lists_are_views_of_the_table():
-    assert netinfo.AFFINE_TYPES == ("Convolution", "InnerProduct", "Deconvolution")
-    assert set(netinfo.AFFINE_TYPES) == {k for k, r in facts.TABLE.items() if r.role == facts.AFFINE}
-    assert set(netinfo.STRIP_TYPES) == {k for k, r in facts.TABLE.items() if r.scale == facts.STRIPS}
-    assert set(netinfo.INPUT_TYPES) == {k for k, r in facts.TABLE.items() if r.role in (facts.DATA, facts.INPUT)}
+    assert load.AFFINE_TYPES == ("Convolution", "InnerProduct", "Deconvolution")
+    assert set(load.AFFINE_TYPES) == {k for k, r in facts.TABLE.items() if r.role == facts.AFFINE}
+    # the Caffe adapter gives every affine type of the table a neutral kind
+    assert set(caffe_adapter.AFFINE_KINDS) == set(load.AFFINE_TYPES)
     assert set(netgraph.DATA_LAYER_TYPES) == {k for k, r in facts.TABLE.items() if r.role == facts.DATA}
-    assert set(scale_graph.PASS_TYPES) == {k for k, r in facts.TABLE.items() if r.scale == facts.PASSES}
-    assert scale_graph.APPROX_PASS_TYPES == ("LRN",)
-    assert set(scale_graph.RESHAPE_TYPES) == {"Flatten", "Reshape"}
     # the data layers samples can be read from are data layers of the table
     assert data_layer.DATA_LAYER_TYPES == ("ImageData", "Data")
     assert all(facts.is_data(kind) for kind in data_layer.DATA_LAYER_TYPES)
@@ -69,11 +67,13 @@ def test_the_package_lists_are_views_of_the_table():
 
 def test_the_lists_keep_their_former_contents():
     """Issue 13 moved six lists into the table without changing what the algorithm does."""
-    assert set(netinfo.STRIP_TYPES) == {
+    assert set(facts.types(scale=facts.STRIPS)) == {
         "SoftmaxWithLoss", "Softmax", "SigmoidCrossEntropyLoss", "EuclideanLoss", "HingeLoss", "InfogainLoss",
         "MultinomialLogisticLoss", "ContrastiveLoss", "Accuracy", "Silence", "ArgMax"}
-    assert set(scale_graph.PASS_TYPES) == {"ReLU", "PReLU", "Pooling", "Dropout", "Split", "Crop", "AbsVal"}
-    assert set(scale_graph.NOT_HOMOGENEOUS) == {
+    assert set(facts.types(scale=facts.PASSES)) == {"ReLU", "PReLU", "Pooling", "Dropout", "Split", "Crop", "AbsVal"}
+    assert facts.types(scale=facts.APPROX) == ("LRN",)
+    assert set(facts.types(scale=facts.RESHAPES)) == {"Flatten", "Reshape"}
+    assert set(facts.types(nonhomogeneous=True)) == {
         "LRN", "Sigmoid", "TanH", "BatchNorm", "Scale", "Bias", "Power", "Exp", "Log", "BNLL", "ELU",
         "Threshold", "Softmax", "MVN", "Eltwise"}
     assert netgraph.DATA_LAYER_TYPES == ("Data", "ImageData", "HDF5Data", "MemoryData", "WindowData",

@@ -91,7 +91,7 @@ TINY = os.path.join(REPO, "models", "tiny.prototxt")
 
 def _affine_fillers(net_param):
     """``{layer: (weight filler, bias filler)}`` as the prototxt states them."""
-    from magic_init.algorithm.netinfo import AFFINE_TYPES
+    from magic_init.load import AFFINE_TYPES
 
     found = {}
     for layer in net_param.layer:

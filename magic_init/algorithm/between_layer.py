@@ -30,7 +30,7 @@ gradient rates of some layers, so calibrating on it leaves a spread in the real 
 (docs/RESULTS.md). The original code also calibrates on measured gradients.
 
 The rescaled layers are the affine layers and the Scale layers with one bottom and a learned,
-unshared per-channel γ (``netinfo.rescalable_layers``): y_c = γ_c·x_c + β_c is affine with a
+unshared per-channel γ (``NetDescription.rescalable_layers``): y_c = γ_c·x_c + β_c is affine with a
 diagonal weight (column j = channel j, C̃_{k,j} = |∂ℓ/∂γ_j|/‖γ‖_rms), so γ, β ← Δ·γ, Δ·β multiplies
 its output by Δ like W, b ← Δ·W, Δ·b. On BatchNorm nets they are the layers that move: TEST-phase
 BatchNorm is not homogeneous, so the conv in front of it is held, and its Scale takes over.
@@ -62,7 +62,7 @@ import logging
 
 import numpy as np
 
-from magic_init.algorithm import netinfo
+from magic_init.algorithm.description import describe
 from magic_init.algorithm.channel_factors import ChannelFactors
 from magic_init.algorithm.rates import RateMeter, check_factors, scale_columns
 from magic_init.algorithm.scale_graph import NO_GRADIENT, ZERO_INPUT, ZERO_WEIGHTS, ChannelGraph, ScaleGraph
@@ -208,7 +208,7 @@ class BetweenLayer:
     def _per_channel(self, net, runner):
         """Exact rescaling with one factor per convolution output channel (``channel_factors``): one
         measurement, then the factors that equalize the predicted rates, which are exact."""
-        graph = ChannelGraph(net, netinfo.last_compute_layer(net), exact=True)
+        graph = ChannelGraph(net, describe(net).last_compute_layer(), exact=True)
         rows = [name for name, units in zip(graph.names, graph.units) if len(units) > 1]
         meter = RateMeter(net, seed=self.seed, definition=self.rate, dropout=self.dropout, rows=rows)
         runner.pass_label = "Algorithm 2, per-channel factors"
@@ -339,7 +339,7 @@ class BetweenLayer:
         columns = [total[k] / _input_factor(graph.columns[r.name], total) for k, r in enumerate(layers)]
         for rates, column in zip(layers, columns):
             check_factors(rates.name, column)
-        shared = netinfo.shared_params(net)          # a shared blob is scaled once, by its owner
+        shared = describe(net).shared          # a shared blob is scaled once, by its owner
         for k, rates in enumerate(layers):
             blobs = net.params[rates.name]
             if (rates.name, 0) not in shared:

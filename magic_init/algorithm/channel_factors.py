@@ -32,14 +32,14 @@ needs), then, from there, over every free unit. Without the penalty the many mor
 layers leave F's minimum far from unique, and the search wanders to factors that equalize a layer's
 mean rate by making some channels much faster than others; with it, channel factors differ only as
 much as equal layer rates need. Layers other than convolutions
-(InnerProduct, Deconvolution, Scale) keep one factor for all their rows, so only their per-column
+(linear, transposed-convolution and diagonal layers) keep one factor for all their rows, so only their per-column
 statistics are needed.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from magic_init.algorithm import netinfo
+from magic_init.algorithm.description import describe
 from magic_init.algorithm.optimize import lbfgs
 from magic_init.algorithm.rates import check_factors, row_column_norms, scale_columns
 from magic_init.algorithm.scale_graph import find_root
@@ -245,7 +245,7 @@ class ChannelFactors:
             check_factors(rates.name, u)
             check_factors(rates.name, columns)
             plans.append((rates, term, u, columns))
-        shared = netinfo.shared_params(self.net)
+        shared = describe(self.net).shared
         for rates, term, u, columns in plans:
             blobs = self.net.params[rates.name]
             if (rates.name, 0) not in shared:

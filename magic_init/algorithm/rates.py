@@ -15,8 +15,8 @@ does; with the plain sum, bigger layers would look slower by their size):
 
 ``LayerRates`` keeps these factors so that rescaling can update them analytically.
 
-The measured layers are Algorithm 2's rescalable ones (``netinfo.rescalable_layers``): the affine
-layers and the Scale layers with a learned per-channel γ, read as a diagonal weight (kind "Scale":
+The measured layers are Algorithm 2's rescalable ones (``NetDescription.rescalable_layers``): the affine
+layers, including those with a diagonal weight, e.g. Caffe's Scale with a learned per-channel γ (``DIAGONAL``:
 one group per channel, column j = channel j, one row, one tap; C̃²_{k,j} = E[(∂ℓ/∂γ_j)²]/mean(γ²)).
 A layer that runs in place (ResNet's conv -> BatchNorm -> Scale -> ReLU on one blob) or whose
 bottom a later layer overwrites in place has its input read just before it runs and its top
@@ -44,7 +44,8 @@ import contextlib
 
 import numpy as np
 
-from magic_init.algorithm import netinfo, patches
+from magic_init.algorithm import patches
+from magic_init.algorithm.description import DECONV, DIAGONAL, LINEAR, describe
 from magic_init.algorithm.channel_sums import channel_squares
 from magic_init.choices import check_rate
 from magic_init.algorithm.runner import load_blobs, training_dropout
@@ -63,7 +64,7 @@ def _block_seed(seed, block):
 
 
 class LayerRates:
-    """Change-rate factors of one affine layer; columns are bottom channels (conv) or units (InnerProduct).
+    """Change-rate factors of one affine layer; columns are bottom channels (conv) or units (linear).
 
     ``definition``: "eq4" uses C̃²_{k,j} = E[z_{k-1}(j)²]·E[‖y_k‖²]/(N·mean(W²)) (paper Eq. 4);
     "gradient" uses the measured weight gradients themselves (Eq. 3 without the independence
@@ -81,7 +82,7 @@ class LayerRates:
         self.col_g2 = col_g2      # Σ_i E[(∂ℓ/∂W(i, j))²] per column (all kernel taps), per image
         self.rows = rows          # N_g: outputs per group
         self.numel = numel        # number of weights
-        self.taps = taps          # kernel taps per column (1 for InnerProduct)
+        self.taps = taps          # kernel taps per column (1 for a linear layer)
         self.definition = definition
         self.row_g2 = row_g2      # Σ_taps E[(∂ℓ/∂W(i, j))²] per row i and column j of its group (RateMeter rows)
 
@@ -99,16 +100,16 @@ class LayerRates:
 
 
 def column_weight_norms(kind, weight, group):
-    """Σ over rows (and kernel taps) of W², per column: bottom channel (conv, deconv, Scale: γ_j²) or
-    unit (InnerProduct).
+    """Σ over rows (and kernel taps) of W², per column: bottom channel (conv, deconv, diagonal: γ_j²) or
+    unit (linear). ``kind``: the ``AffineLayer.kind``.
 
     Computed with einsum on the float32 blob (no full-size float64 temporary: fc6 of VGG is 400 MB)."""
-    if kind == "InnerProduct":
+    if kind == LINEAR:
         w = weight.reshape(weight.shape[0], -1)
         return np.einsum("ij,ij->j", w, w).astype(np.float64)
-    if kind == "Scale":                 # diagonal weight: column j is γ_j
+    if kind == DIAGONAL:                # column j is γ_j
         return np.square(weight.reshape(-1).astype(np.float64))
-    if kind == "Deconvolution":
+    if kind == DECONV:
         w = weight.reshape(weight.shape[0], -1)
         return np.einsum("ij,ij->i", w, w).astype(np.float64)
     w = weight.reshape((group, weight.shape[0] // group, weight.shape[1], -1))
@@ -118,11 +119,11 @@ def column_weight_norms(kind, weight, group):
 def scale_columns(kind, weight, group, factors):
     """Multiply weight column j (as in column_weight_norms) by factors[j], in place."""
     f = factors.astype(np.float32)
-    if kind == "InnerProduct":
+    if kind == LINEAR:
         weight *= f.reshape((1,) + weight.shape[1:]) if weight.ndim > 2 else f[None, :]
-    elif kind == "Scale":
+    elif kind == DIAGONAL:
         weight *= f.reshape(weight.shape)
-    elif kind == "Deconvolution":
+    elif kind == DECONV:
         weight *= f.reshape((-1,) + (1,) * (weight.ndim - 1))
     else:
         view = weight.reshape((group, weight.shape[0] // group) + weight.shape[1:])
@@ -130,7 +131,7 @@ def scale_columns(kind, weight, group, factors):
 
 
 def gram_column_norms(inputs, top_diffs):
-    """Σ over rows i of G_ij² for the InnerProduct weight gradient G = Dᵀ X of a block, from X
+    """Σ over rows i of G_ij² for the linear (fully connected) weight gradient G = Dᵀ X of a block, from X
     (inputs, n × columns) and D (top diffs, n × outputs) without forming G (outputs × columns):
     Σ_i G_ij² = Σ_ab X_aj (D Dᵀ)_ab X_bj, with D Dᵀ only n × n. float64.
 
@@ -168,7 +169,7 @@ def check_factors(name, factors):
 
 def _column_square(kind, bottom):
     """Σ over images (and positions) of z², per column, and the count it averages over."""
-    if kind == "InnerProduct":
+    if kind == LINEAR:
         flat = bottom.reshape(len(bottom), -1)
         return np.einsum("nj,nj->j", flat, flat, dtype=np.float64), len(bottom)
     return channel_squares(bottom), bottom.size // bottom.shape[1]
@@ -184,9 +185,10 @@ class RateMeter:
 
     def __init__(self, net, seed=0, keep_param_diffs=False, definition="eq4", dropout=True, rows=()):
         self.net = net
-        self.last = netinfo.last_compute_layer(net)
-        self.outputs = netinfo.output_blobs(net, self.last)
-        self.affine = [i for i in netinfo.rescalable_layers(net) if i <= self.last]
+        self.description = describe(net)
+        self.last = self.description.last_compute_layer()
+        self.outputs = self.description.output_blobs(self.last)
+        self.affine = [i for i in self.description.rescalable_layers() if i <= self.last]
         #: The backend frees what a pass no longer needs (the engine's ``releasing``): every measured
         #: bottom and top diff is then read while the pass runs (``_split_points``).
         self.release = callable(getattr(net, "releasing", None))
@@ -197,19 +199,20 @@ class RateMeter:
         self.dropout = dropout
         #: Layers whose weight gradients are also kept per row (``LayerRates.row_g2``): per-channel factors.
         self.rows = set(rows)
-        #: InnerProduct layers whose block gradient's column norms come from the block's inputs and top
+        #: Linear layers whose block gradient's column norms come from the block's inputs and top
         #: diffs (``gram_column_norms``) instead of a weight gradient the size of the weights:
         #: {layer: (the block's input rows, its top-diff rows)}, emptied after every block.
         self.gram = {name: ([], []) for name in self._gram_layers()}
 
     def _gram_layers(self):
-        """The InnerProduct layers measured from small matrices: where the backend can skip their
+        """The linear layers measured from small matrices: where the backend can skip their
         weight gradient (``without_weight_diffs``) and nothing needs the gradient itself."""
         net = self.net
         if self.keep_param_diffs or not callable(getattr(net, "without_weight_diffs", None)):
             return []
-        return [net.layer_names[i] for i in self.affine if net.layer_types[i] == "InnerProduct"
-                and net.layer_names[i] not in self.rows and not netinfo.inner_product_transposed(net, net.layer_names[i])]
+        ops = self.description.ops
+        return [ops[i].name for i in self.affine if ops[i].affine.kind == LINEAR
+                and ops[i].name not in self.rows and not ops[i].affine.transposed]
 
     def measure(self, runner, images=None):
         """``{layer: LayerRates}`` over all batches (``images``: over the sample's first that many
@@ -231,8 +234,7 @@ class RateMeter:
             if self.release:
                 stack.enter_context(net.releasing(keep=self.outputs))
             images = self._measure_blocks(blocks, sums, dropout_seed, eta_seed)
-        return {name: self._finish(name, kind, s, images) for name, kind, s in
-                ((names[i], net.layer_types[i], sums[names[i]]) for i in self.affine)}
+        return {names[i]: self._finish(names[i], sums[names[i]], images) for i in self.affine}
 
     def _measure_blocks(self, blocks, sums, dropout_seed, eta_seed):
         """The forward+backward passes of ``measure``, block by block, adding into ``sums``; returns
@@ -320,19 +322,19 @@ class RateMeter:
                 self._add_top_gradient(i, sums)
 
     def _add_bottom(self, i, sums):
-        name, kind = self.net.layer_names[i], self.net.layer_types[i]
-        total, count = _column_square(kind, self.net.blobs[self.net.bottom_names[name][0]].data)
+        name, affine = self.net.layer_names[i], self.description.ops[i].affine
+        total, count = _column_square(affine.kind, self.net.blobs[self.net.bottom_names[name][0]].data)
         entry = sums.setdefault(name, {"col": 0.0, "count": 0, "y": 0.0, "param": 0.0, "grad": 0.0, "blocks": 0})
         entry["col"] = entry["col"] + total
         entry["count"] += count
         if name in self.gram:
             bottom = self.net.blobs[self.net.bottom_names[name][0]].data
-            self.gram[name][0].append(patches.vector_patches(bottom, netinfo.inner_product_axis(self.net, name)))
+            self.gram[name][0].append(patches.vector_patches(bottom, affine.axis))
 
     def _add_top_gradient(self, i, sums):
         """E[‖y_k‖²] terms of this batch (top diffs are overwritten by every backward)."""
         name = self.net.layer_names[i]
-        group = netinfo.group_count(self.net, name)
+        group = self.description.ops[i].affine.groups
         top = self.net.blobs[self.net.top_names[name][0]]
         sums[name]["y"] = sums[name]["y"] + _group_gradient(top.diff, group)
         if name in self.gram:
@@ -342,8 +344,7 @@ class RateMeter:
     def _add_weight_gradients(self, sums, images):
         """Weight-gradient terms of one block of ``images`` images (param diffs accumulate over its batches)."""
         for i in self.affine:
-            name, kind = self.net.layer_names[i], self.net.layer_types[i]
-            group = netinfo.group_count(self.net, name)
+            name, affine = self.net.layer_names[i], self.description.ops[i].affine
             sums[name]["blocks"] += 1
             # η independent per image: E[(Σ_b g_b)²] = B·E[g²], so diff²/B estimates the per-image E[g²]
             if name in self.gram:
@@ -353,20 +354,21 @@ class RateMeter:
                 self.gram[name] = ([], [])
                 continue
             diff = self.net.params[name][0].diff
-            sums[name]["grad"] = sums[name]["grad"] + column_weight_norms(kind, diff, group) / images
+            sums[name]["grad"] = sums[name]["grad"] + column_weight_norms(affine.kind, diff, affine.groups) / images
             if self.keep_param_diffs:
                 sums[name]["param"] = sums[name]["param"] + np.square(diff) / np.float32(images)
             if name in self.rows:
                 sums[name]["rows"] = sums[name].get("rows", 0.0) + row_column_norms(diff) / images
 
-    def _finish(self, name, kind, s, images):
+    def _finish(self, name, s, images):
         weight = self.net.params[name][0].data
-        group = netinfo.group_count(self.net, name)
+        affine = self.description.affine(name)
+        kind, group = affine.kind, affine.groups
         if self.keep_param_diffs:
             self.param_sq[name] = s["param"] / max(1, s["blocks"])
         rows = output_view(kind, weight, group).shape[0] // group
         col_w2 = column_weight_norms(kind, weight, group)
-        taps = int(np.prod(weight.shape[2:])) if kind != "InnerProduct" else 1
+        taps = int(np.prod(weight.shape[2:])) if kind != LINEAR else 1
         row_g2 = s["rows"] / max(1, s["blocks"]) if "rows" in s else None
         return LayerRates(name, kind, group, s["col"] / s["count"], s["y"] / images, col_w2, rows, weight.size,
                           col_g2=s["grad"] / max(1, s["blocks"]), taps=taps, definition=self.definition,

@@ -13,7 +13,7 @@ import contextlib
 
 import numpy as np
 
-from magic_init.algorithm import netinfo
+from magic_init.algorithm.description import describe
 from magic_init.batch_store import DEFAULT_MEMORY_MB, BatchStore
 from magic_init.errors import DataError
 from magic_init.progress import progress as progress_bar
@@ -96,7 +96,8 @@ class SampleRunner:
                 self.batches.append(batch)
         if not len(self.batches):
             raise DataError("the sample is empty")
-        self.used = netinfo.last_use(net)
+        self.description = describe(net)
+        self.used = self.description.last_use()
         self.position = -1
         self.cache = BatchStore(memory_mb)    # batch i's live blobs once advanced (else its inputs)
         self._pending = {}                    # blob -> maps to apply when a batch is read (map_cached)
@@ -140,12 +141,13 @@ class SampleRunner:
         whatever the batch size (a range with two of them would interleave their draws batch by batch)."""
         if end <= self.position:
             return
-        for stop in [i for i in range(self.position + 1, end) if self.net.layer_types[i] == "Dropout"] + [end]:
+        noise = self.description.noise_layers()
+        for stop in [i for i in noise if self.position < i < end] + [end]:
             self._advance_to(stop, on_batch if stop == end else None)
 
     def _advance_to(self, end, on_batch):
         names = self.net.layer_names
-        keep = netinfo.live_after(self.net, end, self.used)
+        keep = self.description.live_after(end, self.used)
         for i in range(len(self)):
             load_blobs(self.net, self.live(i))
             with forward_only(self.net):

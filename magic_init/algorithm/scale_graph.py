@@ -4,9 +4,10 @@ Rescaling affine layer k by a positive factor r multiplies its output z_k by r. 
 that is positively homogeneous of degree 1, f(r·x) = r·f(x) for every r > 0, the factor reaches the
 next affine layer unchanged, per channel, where it is undone exactly by dividing the weight columns
 that read those channels (paper §3.2: the rescaling by s_k in Algorithm 2 keeps the function only
-through such layers). Which type does what is one column of ``magic_init.layer_facts.TABLE``
-(``scale``: passes, passes approximately, reshapes, concatenates, ties, blocks, strips); this module
-reads it. These pass, in both modes:
+through such layers). How a scale passes each layer is its ``Op.rule`` in the net's neutral
+description (``algorithm.description``: passes, passes approximately, reshapes, concatenates, ties,
+blocks, strips), which an adapter builds (for Caffe from ``magic_init.layer_facts.TABLE``). For a
+Caffe net, these pass, in both modes:
 
 * ReLU (max(r·x, 0) = r·max(x, 0)), PReLU (slope a: max(r·x, 0) + a·min(r·x, 0) = r·PReLU(x)),
   AbsVal (|r·x| = r·|x|), Dropout (the identity, or a fixed mask and factor), Split, Crop,
@@ -26,7 +27,7 @@ on the output) it is a barrier like the layers below.
   and the barrier's outputs carry no factor. (BatchNorm in TEST uses fixed statistics, so a factor in
   front of it would change the function; we pin rather than fold it into the BN statistics.)
 * Scale layers with one bottom and a learned, unshared per-channel γ are *sources* like the affine
-  layers (``netinfo.rescalable_layers``): y_c = γ_c·x_c + β_c is affine per channel with a diagonal
+  layers (``DIAGONAL`` affine layers of the description, ``NetDescription.rescalable_layers``): y_c = γ_c·x_c + β_c is affine per channel with a diagonal
   weight, so γ, β ← Δ·γ, Δ·β multiplies its output by Δ, and column j = channel j undoes the factor
   its input carries. On BatchNorm nets (conv -> BatchNorm -> Scale -> ReLU) they are what Algorithm 2
   moves: the conv before each BatchNorm is held. Other Scale layers (γ from a second bottom, i.e.
@@ -48,19 +49,10 @@ import logging
 
 import numpy as np
 
-from magic_init import layer_facts as facts
-from magic_init.algorithm import netinfo
+from magic_init.algorithm import description as d
 
 log = logging.getLogger(__name__)
 
-# How a scale passes each type is read from ``magic_init.layer_facts``; these tuples are views of it.
-#: Positively homogeneous of degree 1: a scale passes them exactly.
-PASS_TYPES = facts.types(scale=facts.PASSES)
-#: Homogeneous only approximately: passed without ``exact``, barriers with it.
-APPROX_PASS_TYPES = facts.types(scale=facts.APPROX)
-RESHAPE_TYPES = facts.types(scale=facts.RESHAPES)
-#: Barrier types known not to be homogeneous of degree 1 (others are "not known to be").
-NOT_HOMOGENEOUS = facts.types(nonhomogeneous=True)
 NO_GRADIENT = "no gradient reaches it"
 ZERO_INPUT = "its weight gradient is zero (so is its input)"
 #: Its rate ‖∇W‖/‖W‖ is undefined (‖W‖ = 0) and no factor Δ·W can make it nonzero.
@@ -76,16 +68,17 @@ def find_root(parent, k):
 
 
 class ScaleGraph:
-    """Scale groups of the rescalable layers ``affine`` (indices into net.layer_names: affine layers and
-    rescalable Scale layers, ``netinfo.rescalable_layers``) up to layer ``last``.
+    """Scale groups of the rescalable layers ``affine`` (indices into net.layer_names: the affine layers of
+    the net's description, ``NetDescription.rescalable_layers``) up to layer ``last``.
 
     ``exact``: only exactly homogeneous layers pass a scale (LRN is a barrier) and the net's output
     channels share one factor, so that rescaling keeps the net's function up to one positive factor."""
 
     def __init__(self, net, last, exact=False):
         self.net = net
+        self.description = d.describe(net)
         self.exact = bool(exact)
-        self.affine = [i for i in netinfo.rescalable_layers(net) if i <= last]
+        self.affine = [i for i in self.description.rescalable_layers() if i <= last]
         self.names = [net.layer_names[i] for i in self.affine]
         self.parent = list(range(self._unit_count()))
         self.pinned_ids = set()
@@ -93,8 +86,8 @@ class ScaleGraph:
         self.columns = {}
         self.sources = {}
         self._trace(last)
-        self._tie_shared(netinfo.shared_params(net))
-        self.outputs = [self.sources.get(b) for b in netinfo.output_blobs(net, last)]
+        self._tie_shared(self.description.shared)
+        self.outputs = [self.sources.get(b) for b in self.description.output_blobs(last)]
         if self.exact:
             self._tie_outputs()
 
@@ -159,13 +152,12 @@ class ScaleGraph:
         if len(values) > 1:
             self._tie(np.full(len(values) - 1, values[0]), values[1:], "the net's output (one common factor)")
 
-    def _barrier(self, name, kind, bottoms, why=None):
+    def _barrier(self, op, bottoms, why=None):
+        """Pin the layers whose factors reach ``op`` through ``bottoms`` (``why``: by default ``op.why``)."""
         stopped = sorted({int(s) for src in bottoms if src is not None for s in np.unique(src) if s >= 0})
         if not stopped:
             return
-        row = facts.facts(kind)
-        label = "%s PROD" % kind if row.scale == facts.TIES else kind
-        why = why or ("not homogeneous" if row.nonhomogeneous else "not known to be homogeneous")
+        name, label, why = op.name, op.label, why or op.why
         log.debug("layer '%s' (%s) is %s: %s keep their scale", name, label, why,
                   ", ".join(dict.fromkeys(self._label(s) for s in stopped)))
         for s in stopped:
@@ -184,15 +176,14 @@ class ScaleGraph:
         for blob in net.inputs:
             self.sources[blob] = np.full(self._channels(blob), -1)
         position = {index: k for k, index in enumerate(self.affine)}
-        for i in range(last + 1):
-            name, kind = net.layer_names[i], net.layer_types[i]
-            bottoms, tops = net.bottom_names[name], net.top_names[name]
+        for op in self.description.ops[:last + 1]:
+            bottoms, tops = net.bottom_names[op.name], net.top_names[op.name]
             srcs = [self.sources.get(b) for b in bottoms]
-            if i in position:
-                self.columns[name] = self._column_sources(name, kind, srcs[0])
-                self.sources[tops[0]] = self._own_sources(position[i], self._channels(tops[0]))
+            if op.index in position:
+                self.columns[op.name] = self._column_sources(op, srcs[0])
+                self.sources[tops[0]] = self._own_sources(position[op.index], self._channels(tops[0]))
                 continue
-            outs = self._propagate(name, kind, bottoms, tops, srcs)
+            outs = self._propagate(op, bottoms, tops, srcs)
             for top, src in zip(tops, outs):
                 self.sources[top] = src if src is not None else np.full(self._channels(top), -1)
 
@@ -208,28 +199,25 @@ class ScaleGraph:
         """The source array of rescalable layer k's top: its index on every channel (one factor)."""
         return np.full(channels, k)
 
-    def _propagate(self, name, kind, bottoms, tops, srcs):
+    def _propagate(self, op, bottoms, tops, srcs):
         """Source arrays of the tops of a non-affine layer (None entries mean 'no factor')."""
-        scale = facts.scale(kind)
-        if facts.is_input(kind) or not bottoms:
+        rule = op.rule
+        if rule == d.INPUT or not bottoms:
             return [None] * len(tops)
-        if scale == facts.PASSES or (scale == facts.APPROX and not self.exact):
+        if rule == d.PASSES or (rule == d.APPROX and not self.exact):
             if srcs[0] is not None and all(len(srcs[0]) == self._channels(t) for t in tops):
                 return [srcs[0]] * len(tops)
-            self._barrier(name, kind, srcs, "changes the number of channels")   # a Crop of the channel axis
+            self._barrier(op, srcs, "changes the number of channels")   # a Crop of the channel axis
             return [None] * len(tops)
-        if scale == facts.CONCATENATES and self._axis(name, "concat_param") == 1:
+        if rule == d.CONCATENATES:
             return [np.concatenate(srcs)]
-        if scale == facts.RESHAPES:
-            return [self._reshaped(srcs[0], bottoms[0], tops[0], "layer '%s' (%s)" % (name, kind))]
-        if scale == facts.TIES and self._eltwise_op(name) != 0:
+        if rule == d.RESHAPES:
+            return [self._reshaped(srcs[0], bottoms[0], tops[0], "layer '%s' (%s)" % (op.name, op.label))]
+        if rule == d.TIES:
             for other in srcs[1:]:
-                self._tie(srcs[0], other, "layer '%s' (Eltwise)" % name)
+                self._tie(srcs[0], other, "layer '%s' (%s)" % (op.name, op.label))
             return [srcs[0]]
-        why = None
-        if kind == "Scale":             # not a rescalable source (netinfo.rescalable_layers): say why
-            why = netinfo.scale_layer_problem(self.net, name)
-        self._barrier(name, kind, srcs, why)
+        self._barrier(op, srcs)
         return [None] * len(tops)
 
     def _reshaped(self, src, bottom, top, where):
@@ -243,22 +231,13 @@ class ScaleGraph:
         self._tie(np.full(len(src) - 1, src[0]), src[1:], where)
         return np.full(channels, src[0])
 
-    def _column_sources(self, name, kind, src):
-        """Source per weight column: per bottom channel (conv/deconv) or per flattened unit (InnerProduct)."""
-        if kind != "InnerProduct":
+    def _column_sources(self, op, src):
+        """Source per weight column: per bottom channel (conv/deconv/diagonal) or per flattened unit (linear)."""
+        if op.affine.kind != d.LINEAR:
             return src
-        bottom = self.net.blobs[self.net.bottom_names[name][0]].data
+        bottom = self.net.blobs[self.net.bottom_names[op.name][0]].data
         spatial = int(np.prod(bottom.shape[2:])) if bottom.ndim > 2 else 1
         return np.repeat(src, spatial)
-
-    def _axis(self, name, field):
-        param = netinfo.layer_param(self.net, name)
-        return int(getattr(param, field).axis) if param is not None else 1
-
-    def _eltwise_op(self, name):
-        """EltwiseParameter.operation: PROD = 0, SUM = 1 (default), MAX = 2."""
-        param = netinfo.layer_param(self.net, name)
-        return int(param.eltwise_param.operation) if param is not None else 1
 
 
 class ChannelGraph(ScaleGraph):
@@ -272,20 +251,20 @@ class ChannelGraph(ScaleGraph):
     per-layer factors is fixed (``ChannelFactors``).
 
     Ids in the source arrays are *units*, one per (layer, output channel) of a convolution and one
-    per other rescalable layer (InnerProduct, Deconvolution and Scale keep one factor, so their
+    per other rescalable layer (linear, transposed-convolution and diagonal layers keep one factor, so their
     columns need only per-column statistics). Ties and pins act on units: an Eltwise SUM ties
     channel c of its inputs with channel c, a barrier pins only the channels that reach it, and
     ``exact`` ties every channel of the net's output into one factor."""
 
-    #: Layer types whose output channels get their own factors.
-    PER_CHANNEL = ("Convolution",)
+    #: Affine kinds whose output channels get their own factors.
+    PER_CHANNEL = (d.CONV,)
 
     def _unit_count(self):
         self.units = []
         first = 0
         for i in self.affine:
             count = self._channels(self.net.top_names[self.net.layer_names[i]][0]) \
-                if self.net.layer_types[i] in self.PER_CHANNEL else 1
+                if self.description.ops[i].affine.kind in self.PER_CHANNEL else 1
             self.units.append(np.arange(first, first + count))
             first += count
         self.unit_layer = np.concatenate([np.full(len(u), k) for k, u in enumerate(self.units)]) \

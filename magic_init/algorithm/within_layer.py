@@ -46,7 +46,8 @@ import logging
 
 import numpy as np
 
-from magic_init.algorithm import netinfo, patches, weight_init
+from magic_init.algorithm import patches, weight_init
+from magic_init.algorithm.description import CONV, DECONV, LINEAR, describe
 from magic_init.algorithm.channel_sums import channel_sums, channel_squares
 from magic_init.algorithm.runner import training_dropout
 from magic_init.choices import DATA_DRIVEN_KINDS, DEFAULT_NORMALIZE, MEMORY_LIMIT_MB, check_init, check_normalize
@@ -69,7 +70,7 @@ def select_layers(net, layers=None):
     """Indices of the affine layers to initialize: those named in ``layers``, or all when None.
 
     Raises NetDefinitionError for a name that is not an affine layer of ``net``."""
-    affine = netinfo.affine_layers(net)
+    affine = describe(net).affine_layers()
     if layers is None:
         return affine
     index = {net.layer_names[i]: i for i in affine}
@@ -105,8 +106,9 @@ def accumulate_channels(top, sums=None):
 
 
 def output_view(kind, weight, group):
-    """Weight as (outputs, ...) rows; Deconvolution (in, out/G, kh, kw) is regrouped to (out, in/G, kh, kw)."""
-    if kind != "Deconvolution":
+    """Weight as (outputs, ...) rows; a transposed convolution's (``DECONV``) (in, out/G, kh, kw) is
+    regrouped to (out, in/G, kh, kw). ``kind``: the ``AffineLayer.kind``."""
+    if kind != DECONV:
         return weight.reshape(weight.shape[0], -1)
     cin, cout_g = weight.shape[:2]
     w = weight.reshape((group, cin // group, cout_g) + weight.shape[2:])
@@ -115,7 +117,7 @@ def output_view(kind, weight, group):
 
 def set_output_rows(kind, weight, rows, group):
     """Inverse of output_view: write (outputs, ...) rows back into the blob layout, in place."""
-    if kind != "Deconvolution":
+    if kind != DECONV:
         weight[...] = rows.reshape(weight.shape)
         return
     cin, cout_g = weight.shape[:2]
@@ -152,7 +154,7 @@ def _shared_weight_keepers(net, selected, shared):
     names = net.layer_names
     chosen = {names[i] for i in selected}
     keepers = {}
-    for owner, users in netinfo.sharing_layers(net, shared).items():
+    for owner, users in describe(net).sharing_layers().items():
         kept = [u for u in users if u not in chosen]
         for user in users:
             if user in chosen and (user != owner or kept):
@@ -187,7 +189,7 @@ def auto_unit(net, init="gaussian"):
     channel. The threshold separates these three nets; no fourth net has tested it."""
     if init in DATA_DRIVEN_KINDS:
         return "channel"
-    convolutions = sum(1 for index in netinfo.affine_layers(net) if net.layer_types[index] == "Convolution")
+    convolutions = sum(1 for op in describe(net).ops if op.affine is not None and op.affine.kind == CONV)
     return "conv-layer" if convolutions >= DEEP_CONVOLUTIONS else "channel"
 
 
@@ -213,30 +215,31 @@ class WithinLayer:
 
     def _initialize(self, net, runner):
         selected = set(select_layers(net, self.layers))
-        shared = netinfo.shared_params(net)
+        shared = describe(net).shared
         keepers = _shared_weight_keepers(net, selected, shared)
         reports = []
-        affine = netinfo.affine_layers(net)
+        affine = describe(net).affine_layers()
         for position, index in enumerate(runner.bar(affine, "Algorithm 1 (layers)"), 1):
             name = net.layer_names[index]
             if index not in selected:
                 log.info("layer '%s': weights kept", name)
                 reports.append({"layer": name, "action": "kept"})
                 continue
-            log.log(VERBOSE, "Algorithm 1: layer '%s' (%s, %d of %d affine layers): %s", name, net.layer_types[index],
+            op = describe(net).ops[index]
+            log.log(VERBOSE, "Algorithm 1: layer '%s' (%s, %d of %d affine layers): %s", name, op.label,
                     position, len(affine), "centering (weights shared with '%s')" % keepers[name] if name in keepers
-                    else "drawing %s weights, normalizing its outputs" % self._kind_for(net.layer_types[index]))
+                    else "drawing %s weights, normalizing its outputs" % self._kind_for(op.affine.kind))
             reports.append(self.initialize_layer(net, runner, index, shared, keepers.get(name)))
         return reports
 
     def _kind_for(self, kind):
-        """The init a layer of type ``kind`` is asked for (fully connected: gaussian unless --data-driven-fc)."""
-        return "gaussian" if kind == "InnerProduct" and not self.data_driven_fc else self.init
+        """The init an affine layer of ``kind`` is asked for (fully connected: gaussian unless --data-driven-fc)."""
+        return "gaussian" if kind == LINEAR and not self.data_driven_fc else self.init
 
     def initialize_layer(self, net, runner, index, shared=None, weights_from=None):
         """Draw weights for layer ``index``, forward the sample to it, normalize its outputs.
 
-        ``shared``: netinfo.shared_params (blobs this layer shares with an earlier one are not its own).
+        ``shared``: the description's ``shared`` (blobs this layer shares with an earlier one are not its own).
         ``weights_from``: the layer whose (shared) weights this one keeps: then only its own bias is
         set, b(i) = β − μ(i), centering its outputs (their σ is whatever the shared weights give)."""
         name = net.layer_names[index]
@@ -244,7 +247,7 @@ class WithinLayer:
             return self._initialize_layer(net, runner, index, shared, weights_from)
 
     def _initialize_layer(self, net, runner, index, shared, weights_from):
-        name, kind = net.layer_names[index], net.layer_types[index]
+        name, affine = net.layer_names[index], describe(net).ops[index].affine
         with span("forward"):
             runner.advance(index - 1)
         check_finite_input(net, runner, name)
@@ -269,7 +272,7 @@ class WithinLayer:
             return self._center_shared(net, runner, name, mean, own_bias, weights_from)
         unit = auto_unit(net, self.init) if self.normalize == "auto" else self.normalize
         if unit == "conv-layer":
-            unit = "channel" if kind == "InnerProduct" else "layer"
+            unit = "channel" if affine.kind == LINEAR else "layer"
         if state["sums"][0] < MIN_VALUES_PER_CHANNEL and unit == "channel":
             unit = "layer"
             log.info("layer '%s': %d values per channel on the sample: normalized as a whole (one σ)",
@@ -281,9 +284,8 @@ class WithinLayer:
             if flipped.any():
                 log.info("layer '%s' has no bias: %d row(s) negated so that their mean output is not below 0",
                          name, int(flipped.sum()))
-        group = netinfo.group_count(net, name)
-        rows = output_view(kind, blobs[0].data, group)
-        set_output_rows(kind, blobs[0].data, rows * scale[:, None].astype(np.float32), group)
+        rows = output_view(affine.kind, blobs[0].data, affine.groups)
+        set_output_rows(affine.kind, blobs[0].data, rows * scale[:, None].astype(np.float32), affine.groups)
         if own_bias:
             blobs[1].data[...] = bias.astype(np.float32)
         else:
@@ -323,16 +325,16 @@ class WithinLayer:
         init that cannot run (Deconvolution, fewer sample rows than outputs, constant patches) falls
         back to gaussian, for the whole layer or for the groups of a grouped convolution it cannot
         serve (logged as a warning, and said in the report's reason)."""
-        name, kind = net.layer_names[index], net.layer_types[index]
+        name, op = net.layer_names[index], describe(net).ops[index]
         weight = net.params[name][0].data
         if self.init == "gaussian":
             weight_init.gaussian(weight.shape, self.rng, out=weight)
             return "gaussian", ""
-        if kind == "InnerProduct" and not self.data_driven_fc:
+        if op.affine.kind == LINEAR and not self.data_driven_fc:
             weight_init.gaussian(weight.shape, self.rng, out=weight)
             return "gaussian", "fully connected (data-driven inits on convolutions only; --data-driven-fc)"
-        if kind == "Deconvolution":
-            reason = "no data-driven init for Deconvolution"
+        if op.affine.kind == DECONV:
+            reason = "no data-driven init for %s" % op.label
             log.warning("layer '%s': %s init impossible: %s; falling back to gaussian", name, self.init, reason)
         else:
             rows, reason = self.data_driven_rows(net, runner, index)
@@ -350,12 +352,12 @@ class WithinLayer:
         (a depthwise 3x3 one: 9-dimensional patches, one group per channel). A group whose patches
         cannot drive the init (``weight_init.sample_problem``) gets gaussian rows: then the rows come
         with the reason (which groups, why); when no group can, (None, why)."""
-        name, kind = net.layer_names[index], net.layer_types[index]
+        name, affine = net.layer_names[index], describe(net).ops[index].affine
         weight = net.params[name][0].data
         bottom = net.bottom_names[name][0]
         outputs = weight.shape[0]
-        if kind == "InnerProduct":
-            axis = netinfo.inner_product_axis(net, name)
+        if affine.kind == LINEAR:
+            axis = affine.axis
             columns = int(np.prod(net.blobs[bottom].data.shape[axis:]))
             budget = patches.row_budget(columns, self.max_patches, self.max_patch_mb)
             with span("patches"):
@@ -363,7 +365,7 @@ class WithinLayer:
                                                        budget)]
             per_group = outputs
         else:
-            geometry = netinfo.conv_geometry(net, name)
+            geometry = affine.window()
             columns = int(np.prod(weight.shape[1:]))
             budget = patches.row_budget(columns, self.max_patches, self.max_patch_mb)
             with span("patches"):

@@ -10,12 +10,14 @@ with clean errors and atomic writes) is added here. A CUDA device selects Caffe'
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
 
 from google.protobuf import text_format
 
 from magic_init import netgraph
+from magic_init.adapters.caffe import describe
 from magic_init.errors import BackendError
 from magic_init.io import copy_weights, read_caffemodel, write_caffemodel
 from magic_init.proto import caffe_pb2
@@ -128,6 +130,11 @@ class PycaffeNet:
     @property
     def layer_types(self):
         return [layer.type for layer in self._net.layers]
+
+    @functools.cached_property
+    def description(self):
+        """The algorithm's neutral description of this net (``adapters.caffe.describe``), built once."""
+        return describe(self)
 
     def clear_param_diffs(self):
         for blobs in self._net.params.values():

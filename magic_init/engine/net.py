@@ -20,6 +20,7 @@ and the blobs in ``keep`` are never dropped. A dropped blob reads as zeros after
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from collections import OrderedDict
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 
 from magic_init import netgraph
+from magic_init.adapters.caffe import describe
 from magic_init.errors import BackendError, NetDefinitionError
 from magic_init.proto import caffe_pb2
 
@@ -105,6 +107,11 @@ class Net:
         self._plan = building.backward_needs(self.layers, list(self.bottom_names.values()),
                                              lr_mults, self.net_param.force_backward)
         self._set_loss_diffs()
+
+    @functools.cached_property
+    def description(self):
+        """The algorithm's neutral description of this net (``adapters.caffe.describe``), built once."""
+        return describe(self)
 
     @property
     def layer_dict(self):

@@ -6,10 +6,12 @@ rules that matter here: in-place tops share a blob, blob diffs are overwritten, 
 """
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 
 import numpy as np
 
+from magic_init.adapters.caffe import describe
 from magic_init.proto import caffe_pb2
 
 
@@ -38,6 +40,11 @@ def _conv(x, w, pad, stride):
 
 class FakeNet:
     """``layers``: list of (name, type, bottoms, tops, options). Call ``build(input_shape)``."""
+
+    @functools.cached_property
+    def description(self):
+        """Described by the Caffe adapter, like the real backends."""
+        return describe(self)
 
     def __init__(self, layers, input_shape):
         self.specs = layers

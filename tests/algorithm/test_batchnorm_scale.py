@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("torch")
 
 from batched import forward_batches  # noqa: E402
-from magic_init.algorithm import netinfo, rescale  # noqa: E402
+from magic_init.algorithm import rescale  # noqa: E402
 from magic_init.algorithm.rates import RateMeter  # noqa: E402
 from magic_init.algorithm.runner import SampleRunner  # noqa: E402
 from magic_init.algorithm.scale_graph import ScaleGraph  # noqa: E402
@@ -105,8 +105,8 @@ def moving(report):
 def test_scale_layers_are_rescalable_but_not_initialized_by_algorithm_1():
     net = build(CHAIN)
     names = net.layer_names
-    assert [names[i] for i in netinfo.affine_layers(net)] == ["conv1", "conv2", "fc"]
-    assert [names[i] for i in netinfo.rescalable_layers(net)] == ["conv1", "scale_conv1", "conv2", "scale_conv2", "fc"]
+    assert [names[i] for i in net.description.affine_layers()] == ["conv1", "conv2", "fc"]
+    assert [names[i] for i in net.description.rescalable_layers()] == ["conv1", "scale_conv1", "conv2", "scale_conv2", "fc"]
     graph = ScaleGraph(net, len(names) - 1, exact=True)
     assert graph.held_reasons() == {
         "conv1": "scale cannot pass layer 'bn_conv1' (BatchNorm, not homogeneous)",
@@ -199,14 +199,14 @@ def test_a_scale_from_a_second_bottom_or_with_a_shared_or_fixed_gamma_is_a_barri
     param.force_backward = True
     net = Net(param, seed=0)
     names = net.layer_names
-    assert [names[i] for i in netinfo.rescalable_layers(net)] == ["conv1", "conv_s", "fc"]
+    assert [names[i] for i in net.description.rescalable_layers()] == ["conv1", "conv_s", "fc"]
     held = ScaleGraph(net, len(names) - 1).held_reasons()
     assert held == {"conv1": "scale cannot pass layer 'mul' (Scale, not homogeneous: its scale is a second bottom, "
                              "y = x·s)",
                     "conv_s": "scale cannot pass layer 'mul' (Scale, not homogeneous: its scale is a second bottom, "
                               "y = x·s)"}
-    assert netinfo.scale_layer_problem(net, "shared_a").endswith("shares a parameter blob with another layer")
-    assert netinfo.scale_layer_problem(net, "fixed").endswith("not learned (lr_mult: 0)")
+    assert net.description.op("shared_a").why.endswith("shares a parameter blob with another layer")
+    assert net.description.op("fixed").why.endswith("not learned (lr_mult: 0)")
 
 
 CAFFE_CODE = r'''

@@ -8,6 +8,7 @@ import pytest
 
 from batched import forward_batches
 from fakenet import FakeNet, small_convnet
+from magic_init.adapters.caffe import describe
 from magic_init.algorithm import rescale
 from magic_init.algorithm.between_layer import BetweenLayer, spread
 from magic_init.algorithm.rates import RateMeter
@@ -113,13 +114,23 @@ def test_columns_of_an_inner_product_follow_the_flattened_channels():
 
 
 def stub_net(layers, shapes):
-    """Structure only (ScaleGraph never runs a layer): (name, type, bottoms, tops) and blob shapes."""
+    """Structure only (ScaleGraph never runs a layer): (name, type, bottoms, tops) and blob shapes;
+    1x1 convolutions and fully connected layers get weights of the shapes those imply, and the net
+    its description from the Caffe adapter."""
     from types import SimpleNamespace
     blobs = {name: SimpleNamespace(data=np.zeros(shape)) for name, shape in shapes.items()}
-    return SimpleNamespace(layer_names=[l[0] for l in layers], layer_types=[l[1] for l in layers],
-                           bottom_names={l[0]: l[2] for l in layers}, top_names={l[0]: l[3] for l in layers},
-                           blobs=blobs, inputs=["data"],
-                           params={l[0]: [] for l in layers if l[1] in ("Convolution", "InnerProduct")})
+
+    def weight(bottom, top, kind):
+        columns = (shapes[bottom][1], 1, 1) if kind == "Convolution" else (int(np.prod(shapes[bottom][1:])),)
+        return [SimpleNamespace(data=np.zeros((shapes[top][1],) + columns, np.float32))]
+
+    net = SimpleNamespace(layer_names=[l[0] for l in layers], layer_types=[l[1] for l in layers],
+                          bottom_names={l[0]: l[2] for l in layers}, top_names={l[0]: l[3] for l in layers},
+                          blobs=blobs, inputs=["data"],
+                          params={l[0]: weight(l[2][0], l[3][0], l[1]) for l in layers
+                                  if l[1] in ("Convolution", "InnerProduct")})
+    net.description = describe(net)
+    return net
 
 
 def test_concat_columns_keep_their_producers_and_tanh_pins():

@@ -14,7 +14,7 @@ pytest.importorskip("torch")
 
 from batched import forward_batches  # noqa: E402
 
-from magic_init.algorithm import netinfo, rescale  # noqa: E402
+from magic_init.algorithm import rescale  # noqa: E402
 from magic_init.algorithm.channel_factors import ChannelFactors  # noqa: E402
 from magic_init.algorithm.rates import RateMeter  # noqa: E402
 from magic_init.algorithm.runner import SampleRunner  # noqa: E402
@@ -75,7 +75,7 @@ def sample(n=32, seed=1):
 
 
 def measured(net, x, seed=5):
-    graph = ChannelGraph(net, netinfo.last_compute_layer(net), exact=True)
+    graph = ChannelGraph(net, net.description.last_compute_layer(), exact=True)
     rows = [name for name, units in zip(graph.names, graph.units) if len(units) > 1]
     rates = RateMeter(net, seed=seed, definition="gradient", rows=rows).measure(SampleRunner(net, x, 8))
     return graph, [rates[name] for name in graph.names]
@@ -83,7 +83,7 @@ def measured(net, x, seed=5):
 
 def test_graph_ties_residual_channels_one_by_one():
     net = bottleneck_net(blocks=2)
-    graph = ChannelGraph(net, netinfo.last_compute_layer(net), exact=True)
+    graph = ChannelGraph(net, net.description.last_compute_layer(), exact=True)
     units = dict(zip(graph.names, graph.units))
     assert [len(units[n]) for n in ("conv0", "proj", "b1_a", "b1_c", "fc")] == [6, 8, 4, 8, 1]
     for c in range(8):        # the Eltwise ties channel c of the trunk and of each block's last layer

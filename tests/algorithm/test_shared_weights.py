@@ -12,7 +12,7 @@ import pytest
 from batched import forward_batches
 from fakenet import FakeNet, small_convnet
 from magic_init.algorithm import initialize, rescale
-from magic_init.algorithm.netinfo import shared_params
+from magic_init.adapters.caffe import shared_params
 from magic_init.algorithm.runner import SampleRunner
 from magic_init.algorithm.within_layer import WithinLayer, accumulate_channels, channel_moments
 from magic_init.errors import NetDefinitionError

@@ -27,7 +27,8 @@ on the output) it is a barrier like the layers below.
   and the barrier's outputs carry no factor. (BatchNorm in TEST uses fixed statistics, so a factor in
   front of it would change the function; we pin rather than fold it into the BN statistics.)
 * Scale layers with one bottom and a learned, unshared per-channel γ are *sources* like the affine
-  layers (``DIAGONAL`` affine layers of the description, ``NetDescription.rescalable_layers``): y_c = γ_c·x_c + β_c is affine per channel with a diagonal
+  layers (``DIAGONAL`` affine layers of the description, ``NetDescription.rescalable_layers``):
+  y_c = γ_c·x_c + β_c is affine per channel with a diagonal
   weight, so γ, β ← Δ·γ, Δ·β multiplies its output by Δ, and column j = channel j undoes the factor
   its input carries. On BatchNorm nets (conv -> BatchNorm -> Scale -> ReLU) they are what Algorithm 2
   moves: the conv before each BatchNorm is held. Other Scale layers (γ from a second bottom, i.e.

@@ -57,18 +57,28 @@ def _run_on(layer, bottom_shapes, param_shapes, device):
         return [tuple(t.shape) for t in layer.forward(bottoms, params)]
 
 
-def backward_needs(layers, bottom_names, param_specs, force_backward) -> BackwardPlan:
-    """Caffe's need-backward bookkeeping (see module docstring)."""
+def backward_needs(layers, bottom_names, top_names, param_specs, force_backward) -> BackwardPlan:
+    """Caffe's need-backward bookkeeping (see module docstring).
+
+    Args:
+        layers: the layers (``has_backward``, ``fixed_params``, ``allow_force_backward``), in order.
+        bottom_names, top_names: per layer, its bottom and top blob names.
+        param_specs: per layer, the lr_mult of each parameter blob.
+        force_backward: Caffe's ``force_backward``.
+
+    Returns:
+        The ``BackwardPlan``.
+    """
     blob_needs = {}
     plan = BackwardPlan([], [], [])
-    for layer, bottoms, specs in zip(layers, bottom_names, param_specs):
+    for layer, bottoms, tops, specs in zip(layers, bottom_names, top_names, param_specs):
         params = [not layer.fixed_params and lr_mult != 0 for lr_mult in specs]
         needs = [blob_needs.get(b, False) or (force_backward and layer.allow_force_backward(j))
                  for j, b in enumerate(bottoms)]
         if not layer.has_backward:
             needs, params = [False] * len(bottoms), [False] * len(params)
         need = any(needs) or any(params)
-        for top in layer.param.top:
+        for top in tops:
             blob_needs[top] = need
         plan.layer.append(need)
         plan.bottoms.append(needs)

@@ -1,0 +1,186 @@
+"""magic_init.torch: initialize, rescale and measure nn.Modules; the same answer as the Caffe path."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from google.protobuf import text_format  # noqa: E402
+from torch import nn  # noqa: E402
+
+import magic_init.torch as mt  # noqa: E402
+from magic_init import algorithm  # noqa: E402
+from magic_init.engine import Net  # noqa: E402
+from magic_init.errors import MagicInitError  # noqa: E402
+from magic_init.proto import caffe_pb2  # noqa: E402
+
+#: A CaffeNet-style net (conv, ReLU, max pooling, LRN, inner products, dropout) as Caffe writes it ...
+CAFFE_NET = """
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 8 dim: 3 dim: 32 dim: 32 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 16 kernel_size: 5 stride: 2 pad: 2 } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "conv2" type: "Convolution" bottom: "pool1" top: "conv2"
+        convolution_param { num_output: 24 kernel_size: 3 pad: 1 group: 2 } }
+layer { name: "relu2" type: "ReLU" bottom: "conv2" top: "conv2" }
+layer { name: "norm2" type: "LRN" bottom: "conv2" top: "norm2" lrn_param { local_size: 5 alpha: 0.0001 beta: 0.75 } }
+layer { name: "fc6" type: "InnerProduct" bottom: "norm2" top: "fc6" inner_product_param { num_output: 32 } }
+layer { name: "relu6" type: "ReLU" bottom: "fc6" top: "fc6" }
+layer { name: "drop6" type: "Dropout" bottom: "fc6" top: "fc6" dropout_param { dropout_ratio: 0.5 } }
+layer { name: "fc7" type: "InnerProduct" bottom: "fc6" top: "fc7" inner_product_param { num_output: 10 } }
+"""
+
+
+class CaffeNetStyle(nn.Module):
+    """... and as an nn.Module, layer for layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 5, stride=2, padding=2)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.pool1 = nn.MaxPool2d(2, 2)
+        self.conv2 = nn.Conv2d(16, 24, 3, padding=1, groups=2)
+        self.relu2 = nn.ReLU()
+        self.norm2 = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0)
+        self.fc6 = nn.Linear(24 * 8 * 8, 32)
+        self.relu6 = nn.ReLU()
+        self.drop6 = nn.Dropout(0.5)
+        self.fc7 = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = self.norm2(self.relu2(self.conv2(self.pool1(self.relu1(self.conv1(x))))))
+        return self.fc7(self.drop6(self.relu6(self.fc6(x.view(x.size(0), -1)))))
+
+
+class Residual(nn.Module):
+    """conv -> BN -> ReLU, two residual blocks, global pooling, linear."""
+
+    def __init__(self, channels=8):
+        super().__init__()
+        self.stem = nn.Conv2d(3, channels, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(channels)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1))
+            for _ in range(2))
+        self.fc = nn.Linear(channels, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.stem(x)))
+        for block in self.blocks:
+            x = torch.relu(x + block(x))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def _images(n=24, size=32, seed=0):
+    return np.random.default_rng(seed).random((n, 3, size, size), dtype=np.float32)
+
+
+def _caffe_net():
+    return Net(text_format.Parse(CAFFE_NET, caffe_pb2.NetParameter()), seed=0)
+
+
+def _copy_caffe_weights(net, model):
+    with torch.no_grad():
+        for name, blobs in net.params.items():
+            module = getattr(model, name)
+            module.weight.copy_(torch.from_numpy(blobs[0].data.reshape(module.weight.shape)))
+            module.bias.copy_(torch.from_numpy(blobs[1].data))
+
+
+@pytest.mark.parametrize("init", ["gaussian", "kmeans"])
+def test_caffe_and_pytorch_paths_give_the_same_weights(init):
+    """The same net on the built-in engine and as an nn.Module, same sample, same seed: Algorithms
+    1 and 2 give the same weights within 1e-4 relative."""
+    images = _images()
+    net = _caffe_net()
+    model = CaffeNetStyle()
+    _copy_caffe_weights(net, model)
+    model.eval()
+    with torch.no_grad():                      # the two nets compute the same function to start with
+        net.blobs["data"].data[...] = images[:8]
+        np.testing.assert_allclose(model(torch.from_numpy(images[:8])).numpy(), net.forward()["fc7"],
+                                   rtol=1e-4, atol=1e-5)
+    caffe_report = algorithm.initialize(net, images, init=init, seed=3, batch_size=8)
+    torch_report = mt.initialize(model, torch.from_numpy(images), init=init, seed=3, batch_size=8)
+    for name, blobs in net.params.items():
+        module = getattr(model, name)
+        for blob, tensor in zip(blobs, (module.weight, module.bias)):
+            caffe_value = blob.data.reshape(tuple(tensor.shape))
+            error = np.abs(tensor.detach().numpy() - caffe_value).max() / np.abs(caffe_value).max()
+            assert error < 1e-4, (name, error)
+    assert torch_report["BetweenLayer"]["iterations"] == caffe_report["BetweenLayer"]["iterations"]
+
+
+def test_rescale_keeps_the_function_up_to_one_positive_factor():
+    """A trained-looking residual BN net rescaled: its outputs are the old ones times one factor."""
+    torch.manual_seed(0)
+    model = Residual()
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-0.2, 0.2)
+        model.bn.running_var.uniform_(0.5, 2.0)
+        model.blocks[1][2].weight.mul_(10.0)           # one layer x10: its change rate is off
+    images = torch.from_numpy(_images(40))
+    model.eval()
+    before = model(images).detach()
+    report = mt.rescale(model, images)
+    after = model(images).detach()
+    factor = report["BetweenLayer"]["output_scale"]
+    assert factor > 0
+    error = (after - factor * before).abs().max() / (factor * before).abs().max()
+    assert error < 1e-5
+    scales = report["BetweenLayer"]["scale"]
+    assert "stem" not in scales or np.allclose(scales["stem"], 1.0)    # held: a BatchNorm follows it
+
+
+def test_initialize_changes_weights_in_place_and_gives_the_model_back():
+    model = Residual().train()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    weight = model.stem.weight
+    before = weight.detach().clone()
+    loader = [(torch.from_numpy(_images(8, seed=k)), torch.zeros(8)) for k in range(3)]
+    report = mt.initialize(model, loader, init="gaussian", seed=1)
+    assert model.stem.weight is weight and not torch.equal(weight.detach(), before)
+    assert model.training and all(p.requires_grad for p in model.parameters())
+    assert torch.isfinite(weight).all()
+    assert [layer["layer"] for layer in report["WithinLayer"]][:2] == ["stem", "blocks.0.0"]
+
+
+def test_initialized_layers_have_the_target_statistics():
+    """Algorithm 1 alone: each initialized layer's output has per-channel mean β and unit std on the sample."""
+    model = CaffeNetStyle()
+    images = torch.from_numpy(_images(32))
+    mt.initialize(model, images, init="kmeans", between_layer=False, beta=0.1, stats_dropout=False)
+    model.eval()
+    with torch.no_grad():
+        conv1 = model.conv1(images)
+    mean = conv1.mean(dim=(0, 2, 3))
+    std = conv1.transpose(0, 1).reshape(16, -1).std(dim=1)
+    np.testing.assert_allclose(mean.numpy(), 0.1, atol=1e-3)
+    np.testing.assert_allclose(std.numpy(), 1.0, atol=2e-2)
+
+
+def test_measure_reports_every_affine_layer_and_changes_nothing():
+    model = CaffeNetStyle()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    stats = mt.measure(model, torch.from_numpy(_images(16)))
+    assert [layer["layer"] for layer in stats["layers"]] == ["conv1", "conv2", "fc6", "fc7"]
+    assert stats["images"] == 16 and stats["summary"]["rate_spread"] > 1
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+
+
+def test_a_failed_run_leaves_the_weights_and_gives_the_model_back():
+    model = CaffeNetStyle().train()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="init"):
+        mt.initialize(model, torch.from_numpy(_images(8)), init="nonsense")
+    assert model.training and all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+
+
+def test_bad_data_is_a_clear_error():
+    with pytest.raises(MagicInitError, match="no batch"):
+        mt.initialize(CaffeNetStyle(), [])
+    with pytest.raises(MagicInitError, match="expected a torch.nn.Module"):
+        mt.initialize(object(), torch.zeros(2, 3, 32, 32))

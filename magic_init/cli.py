@@ -522,6 +522,63 @@ def stats_command(prototxt, json_path, plot_path, fillers, **kw):
         report.write_png(measured, plot_path)
 
 
+@cli.command("torch")
+@click.argument("factory", metavar="FACTORY")
+@click.argument("output", type=click.Path(dir_okay=False))
+@click.option("--data", "data", metavar="SRC", required=True,
+              help="Sample: a tensor file (.npy, or .pt holding a tensor (N, ...)), or images (ImageData list, "
+                   "glob, folder, LMDB; with --size).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), metavar="IN.pt",
+              help="Start from this state_dict and only rescale (Algorithm 2, the function kept, paper §4.3).")
+@click.option("--init", "init", type=click.Choice(INIT_KINDS), default="kmeans", show_default=True,
+              help="Weight initialization before within-layer normalization (without --checkpoint).")
+@click.option("--beta", default=0.1, show_default=True, type=FiniteFloat(), help="Mean of the initialized layers' outputs.")
+@click.option("--between-layer/--no-between-layer", default=True, show_default=True,
+              help="Algorithm 2: equalize change rates across layers.")
+@click.option("--alpha", default=0.25, show_default=True, type=FiniteFloat(0, 1, closed=False),
+              help="Damping of Algorithm 2, in (0, 1].")
+@click.option("--rounds", default=2, show_default=True, type=click.IntRange(1), help="Algorithm 2 measurement rounds.")
+@click.option("--factors", type=click.Choice(RESCALE_FACTORS), default="channel", show_default=True,
+              help="With --checkpoint: a factor per convolution output channel, or one per layer.")
+@click.option("--num-images", default=160, show_default=True, type=click.IntRange(1), help="Images in the sample.")
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1), help="Images per pass.")
+@click.option("--size", metavar="H[,W]", callback=lambda ctx, param, text: _parse_size(text),
+              help="Images: the size they are resized to (the model's input size).")
+@click.option("--mean", metavar="R,G,B", callback=lambda ctx, param, text: _parse_floats(text, "--mean"),
+              help="Images: per-channel mean of pixels/255 [default: 0.485,0.456,0.406].")
+@click.option("--std", metavar="R,G,B", callback=lambda ctx, param, text: _parse_floats(text, "--std"),
+              help="Images: per-channel std of pixels/255 [default: 0.229,0.224,0.225].")
+@click.option("--gray", is_flag=True, help="Images: read one gray channel.")
+@click.option("--root", type=click.Path(file_okay=False), help="Folder that relative list paths are resolved against.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, MAX_SEED),
+              help="Seed for sampling and random inits.")
+@click.option("--device", default="cpu", show_default=True, callback=_device, metavar="cpu|cuda|cuda:N",
+              help="Where the model runs.")
+@click.option("--overwrite", is_flag=True, help="Allow OUTPUT to be the --checkpoint file.")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bars.")
+@click.option("-v", "--verbose", count=True, help="-v: per-layer results; -vv: debug output, with tracebacks.")
+def torch_command(factory, output, overwrite, quiet, verbose, **kw):
+    """Initialize the PyTorch model FACTORY (package.module:callable) from data and write OUTPUT (a state_dict).
+
+    With --checkpoint the loaded model is rescaled so that every layer learns at the same rate,
+    computing the same function up to one positive factor on its output."""
+    from magic_init import torch_job
+
+    progress = _setup_logging(quiet, verbose)
+    inputs = {"--data file": kw["data"]} if os.path.isfile(kw["data"]) else {}
+    if kw["checkpoint"]:
+        if same_file(kw["checkpoint"], output) and not overwrite:
+            raise click.UsageError("OUTPUT is the --checkpoint file; pass --overwrite to replace it")
+        if not same_file(kw["checkpoint"], output):
+            inputs["--checkpoint"] = kw["checkpoint"]
+    check_output(output, inputs)
+    report = torch_job.run(factory, output, progress=progress, verify=verbose >= 1, **kw)
+    between = report.get("BetweenLayer")
+    if between:
+        log.info("change-rate spread %.3g -> %.3g (predicted)", between["spread_before"], between["spread_predicted"])
+    log.info("wrote %s", output)
+
+
 @cli.command("fold-bn")
 @click.argument("net", type=click.Path(dir_okay=False))
 @click.argument("model", type=click.Path(dir_okay=False))

@@ -25,3 +25,11 @@ def test_readme_net_lines_backpropagate_into_every_layer():
     images = rng.standard_normal((2, 3, 227, 227)).astype(np.float32)
     exec("\n".join(lines), {"net": net, "images": images})
     assert all(np.any(blobs[0].diff) for blobs in net.params.values())
+
+
+def test_readme_pytorch_block_runs_as_written():
+    block = re.search(r"### PyTorch models\n.*?```python\n(.*?)```", (REPO / "README.md").read_text(), re.S).group(1)
+    scope = {}
+    exec(block, scope)
+    assert scope["report"]["BetweenLayer"]["scale"] and scope["stats"]["layers"]
+    assert all(bool(p.isfinite().all()) for p in scope["model"].parameters())

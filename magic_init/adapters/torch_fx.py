@@ -439,6 +439,8 @@ def _rule(node, module, meta):
         if rule == d.BLOCKS and target in (torch.cat, torch.concat):
             dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
             rule = d.CONCATENATES if dim in (1, 1 - len(meta.shape)) else d.BLOCKS
+    if rule == d.BLOCKS and _spatial_mean(node, meta):
+        rule = d.PASSES
     if rule == d.RESHAPES and node.op != "call_module" and not _keeps_batch_axis(node, meta):
         rule = d.BLOCKS
     return rule, why, None
@@ -457,7 +459,7 @@ def _arithmetic_rule(node, rule, why):
     """``a + b`` of two tensors ties them; ``x * c`` and ``x / c`` with a positive constant pass."""
     tensors = [a for a in node.args if isinstance(a, torch.fx.Node) and _is_tensor(a)]
     if node.target in _ADD:
-        if len(tensors) == 2 and "alpha" not in node.kwargs:
+        if len(tensors) == 2 and "alpha" not in node.kwargs and _same_shape(*tensors):
             return d.TIES, why
         return d.BLOCKS, "not homogeneous: it adds a constant"
     if node.target in _MUL:
@@ -467,6 +469,26 @@ def _arithmetic_rule(node, rule, why):
             return d.PASSES, why
         return d.BLOCKS, "not homogeneous: a product" if len(tensors) == 2 else why
     return rule, why
+
+
+def _same_shape(a, b):
+    return tuple(a.meta["tensor_meta"].shape) == tuple(b.meta["tensor_meta"].shape)
+
+
+def _spatial_mean(node, meta):
+    """``x.mean(dims)``/``x.amax(dims)`` (or ``torch.mean``/``torch.amax``) over spatial axes only: global
+    average or max pooling, positively homogeneous per channel."""
+    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", None)
+    if name not in ("mean", "amax") or node.op not in ("call_method", "call_function"):
+        return False
+    sources = _tensor_sources(node)
+    if not sources or not _is_tensor(sources[0]):
+        return False
+    ndim = len(sources[0].meta["tensor_meta"].shape)
+    dims = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+    dims = (dims,) if isinstance(dims, int) else dims
+    return isinstance(dims, (tuple, list)) and bool(dims) and ndim > 2 \
+        and all(isinstance(a, int) and a % ndim >= 2 for a in dims)
 
 
 def _keeps_batch_axis(node, meta):

@@ -40,12 +40,13 @@ class Mixed(nn.Module):
         self.norm = nn.LocalResponseNorm(3)
         self.act = nn.GELU()
         self.fc = nn.Linear(12 * 4 * 4, 10)
+        self.head = nn.Linear(12, 10)
 
     def forward(self, x):
         x = self.block(self.pool(torch.relu(self.stem(x))))
         x = torch.cat([x, self.side(x)], 1)
         x = self.act(self.norm(x))
-        return torch.softmax(self.fc(torch.flatten(x, 1)), dim=1)
+        return torch.softmax(self.fc(torch.flatten(x, 1)) + self.head(x.mean((2, 3))) + 0.5 * x.sum(1).mean(), dim=1)
 
 
 def _randomize(model, seed=0):
@@ -72,10 +73,13 @@ def test_each_op_gets_its_scale_rule():
     assert rules["add"][0] == d.TIES and rules["cat"][0] == d.CONCATENATES
     assert rules["norm"][0] == d.APPROX and rules["act"][0] == d.BLOCKS
     assert rules["flatten"][0] == d.RESHAPES and rules["softmax"][0] == d.STRIPS
+    assert rules["mean"][0] == d.PASSES                          # global average pooling: x.mean((2, 3))
+    assert rules["sum_1"][0] == d.BLOCKS and rules["mean_1"][0] == d.BLOCKS      # over the channels, everything
+    assert rules["add_1"][0] == d.TIES and rules["add_2"][0] == d.BLOCKS        # + a tensor of another shape
     assert net.description.op("act").why == d.NOT_HOMOGENEOUS
     assert net.description.affine("side").groups == 4
     assert net.description.affine("stem").window().stride == (2, 2)
-    assert net.description.last_compute_layer() == net.layer_names.index("fc")
+    assert net.description.last_compute_layer() == net.layer_names.index("softmax") - 1
     net.close()
 
 

@@ -35,7 +35,7 @@ __all__ = ["initialize", "rescale", "measure", "input_batches", "traced"]
 DEFAULT_BATCH = 16
 
 
-def initialize(model, data, init="kmeans", batch_size=DEFAULT_BATCH, **options):
+def initialize(model, data, init="kmeans", batch_size=DEFAULT_BATCH, num_images=None, **options):
     """Algorithm 1 (``init`` then per-channel normalization to mean β, unit variance) on every
     Conv/ConvTranspose/Linear layer, then Algorithm 2 (equal change rates), in place.
 
@@ -44,17 +44,19 @@ def initialize(model, data, init="kmeans", batch_size=DEFAULT_BATCH, **options):
         data: a tensor (N, ...) or an iterable of batches (see the module docstring).
         init: "kmeans" (the default), "gaussian", "pca", "zca" or "rand" (``algorithm.INIT_KINDS``).
         batch_size: images per batch when ``data`` is one tensor (default 16); an iterable keeps its own.
+        num_images: use the data's first that many images only (None, the default: all; with a
+            DataLoader over a whole training set, pass e.g. 160, the paper's and the CLI's sample size).
         options: ``magic_init.algorithm.initialize``'s (``beta``, ``between_layer``, ``alpha``, ``seed``,
             ``layers`` (layer names as ``traced(model).layer_names`` gives them), ``normalize``, ...).
 
     Returns:
         The algorithm's report dict (``"WithinLayer"``, ``"BetweenLayer"``, ``"seconds"``).
     """
-    with traced(model, data, batch_size) as (net, sample):
+    with traced(model, data, batch_size, num_images) as (net, sample):
         return algorithm.initialize(net, sample, init=init, **options)
 
 
-def rescale(model, data, batch_size=DEFAULT_BATCH, **options):
+def rescale(model, data, batch_size=DEFAULT_BATCH, num_images=None, **options):
     """Algorithm 2 only, keeping the model's function up to one positive factor on its output
     (paper §4.3; ``exact=True``): every layer then learns at the same rate. Per output channel
     (``factors="channel"``, the default) or per layer (``factors="layer"``).
@@ -63,83 +65,103 @@ def rescale(model, data, batch_size=DEFAULT_BATCH, **options):
         model: a traceable ``torch.nn.Module`` (pretrained); its affine layers are rescaled in place.
         data: a tensor (N, ...) or an iterable of batches (see the module docstring).
         batch_size: images per batch when ``data`` is one tensor (default 16).
+        num_images: use the data's first that many images only (None, the default: all; with a
+            DataLoader over a whole training set, pass e.g. 160, the paper's and the CLI's sample size).
         options: ``magic_init.algorithm.rescale``'s (``alpha``, ``rounds``, ``factors``, ``exact``, ...).
 
     Returns:
         The algorithm's report dict (``"BetweenLayer"``: ``scale``, ``held``, ``output_scale``, ...).
     """
-    with traced(model, data, batch_size) as (net, sample):
+    with traced(model, data, batch_size, num_images) as (net, sample):
         return algorithm.rescale(net, sample, **options)
 
 
-def measure(model, data, batch_size=DEFAULT_BATCH, **options):
+def measure(model, data, batch_size=DEFAULT_BATCH, num_images=None, **options):
     """Per-layer activation statistics and change rates (paper Fig. 1); the model is not changed.
 
     Args:
         model: a traceable ``torch.nn.Module``.
         data: a tensor (N, ...) or an iterable of batches (see the module docstring).
         batch_size: images per batch when ``data`` is one tensor (default 16).
+        num_images: use the data's first that many images only (None, the default: all; with a
+            DataLoader over a whole training set, pass e.g. 160, the paper's and the CLI's sample size).
         options: ``magic_init.measure_stat.measure``'s (``seed``, ``rate_dropout``, ``progress``).
 
     Returns:
         ``{"layers": [...], "summary": {...}, "images": N}`` as ``measure_stat.measure``.
     """
-    with traced(model, data, batch_size, write=False) as (net, sample):
+    with traced(model, data, batch_size, num_images, write=False) as (net, sample):
         return measure_stat.measure(net, sample, **options)
 
 
 @contextlib.contextmanager
-def traced(model, data, batch_size=DEFAULT_BATCH, write=True):
+def traced(model, data, batch_size=DEFAULT_BATCH, num_images=None, write=True):
     """``(TorchNet, BatchStore)`` for ``model`` and ``data``; on leaving, the parameters are written
     back (``write``, only when the body succeeded) and the model gets back its training flag and
-    ``requires_grad``.
+    ``requires_grad``. When the body raises, the parameters get back their values from before (a
+    copy of them is kept while the body runs).
 
     Args:
         model: a traceable ``torch.nn.Module``.
         data: a tensor (N, ...) or an iterable of batches (see the module docstring).
         batch_size: images per batch when ``data`` is one tensor.
+        num_images: the data's first that many images only (None: all).
         write: copy the net's parameter blobs into the model on success (default True).
     """
     if not isinstance(model, torch.nn.Module):
         raise MagicInitError("expected a torch.nn.Module, got %s" % type(model).__name__)
-    batches = iter(input_batches(data, batch_size))
+    batches = iter(input_batches(data, batch_size, num_images))
     first = next(batches, None)
     if first is None:
         raise MagicInitError("the data holds no batch")
     net = TorchNet(model, {k: torch.from_numpy(v) for k, v in first.items()} if isinstance(first, dict)
                    else torch.from_numpy(first))
     store = BatchStore()
+    saved = [(p, p.detach().clone()) for p in model.parameters()]
     try:
         for batch in itertools.chain([first], batches):
             store.append(batch if isinstance(batch, dict) else {net.inputs[0]: batch})
         yield net, store
         if write:
             net.write_back()
+    except BaseException:
+        with torch.no_grad():                     # a failed run leaves the model as it was
+            for p, value in saved:
+                p.copy_(value)
+        raise
     finally:
         net.close()
         store.close()
 
 
-def input_batches(data, batch_size=DEFAULT_BATCH):
+def input_batches(data, batch_size=DEFAULT_BATCH, num_images=None):
     """float32 numpy batches from a tensor or an iterable of batches, one at a time.
 
     Args:
         data: a tensor/array (N, ...), cut into ``batch_size`` images; or an iterable of batches, each
             a tensor, a dict ``{input: tensor}`` or a tuple/list whose first element is the input.
         batch_size: images per batch for a tensor (default 16).
+        num_images: stop after that many images, the last batch cut (None, the default: all).
 
     Yields:
         An array (N, ...) or a dict ``{input: array}`` per batch.
     """
     if isinstance(data, (torch.Tensor, np.ndarray)):
-        array = _array(data)
-        for i in range(0, len(array), int(batch_size)):
-            yield array[i:i + int(batch_size)]
-        return
+        whole, size = data, int(batch_size)
+        data = (whole[i:i + size] for i in range(0, len(whole), size))
+    left = float("inf") if num_images is None else int(num_images)
     for batch in data:
+        if left <= 0:
+            return
         if isinstance(batch, (tuple, list)):
             batch = batch[0]
-        yield {k: _array(v) for k, v in batch.items()} if isinstance(batch, dict) else _array(batch)
+        if isinstance(batch, dict):
+            batch = {k: _array(v[:left] if left < len(v) else v) for k, v in batch.items()}
+            left -= len(next(iter(batch.values())))
+        else:
+            batch = _array(batch[:left] if left < len(batch) else batch)
+            left -= len(batch)
+        yield batch
 
 
 def _array(value):

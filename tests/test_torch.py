@@ -179,8 +179,66 @@ def test_a_failed_run_leaves_the_weights_and_gives_the_model_back():
     assert model.training and all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
 
 
+def test_a_run_that_fails_half_way_restores_the_weights(monkeypatch):
+    """Algorithm 1 has written the weights when Algorithm 2 fails: the model gets its old weights back."""
+    model = CaffeNetStyle()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def fail(self, net, runner):
+        assert not torch.equal(model.conv1.weight, state["conv1.weight"])      # Algorithm 1 ran, in place
+        raise RuntimeError("Algorithm 2 failed")
+    monkeypatch.setattr(algorithm.BetweenLayer, "__call__", fail)
+    with pytest.raises(RuntimeError, match="Algorithm 2 failed"):
+        mt.initialize(model, torch.from_numpy(_images(8)), init="gaussian")
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+
+
+def test_num_images_stops_an_endless_loader():
+    def endless():
+        while True:
+            yield torch.from_numpy(_images(6)), torch.zeros(6)
+    stats = mt.measure(CaffeNetStyle(), endless(), num_images=20)
+    assert stats["images"] == 20
+    assert [len(b) for b in mt.input_batches(torch.zeros(10, 3, 4, 4), 4, num_images=9)] == [4, 4, 1]
+
+
 def test_bad_data_is_a_clear_error():
     with pytest.raises(MagicInitError, match="no batch"):
         mt.initialize(CaffeNetStyle(), [])
     with pytest.raises(MagicInitError, match="expected a torch.nn.Module"):
         mt.initialize(object(), torch.zeros(2, 3, 32, 32))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_gives_the_cpu_weights():
+    """The model on a CUDA device: initialized in place there, the same weights as on the CPU within 1e-4."""
+    images = torch.from_numpy(_images())
+    on_cpu, on_cuda = CaffeNetStyle(), CaffeNetStyle().cuda()
+    mt.initialize(on_cpu, images, init="kmeans", seed=2, batch_size=8)
+    mt.initialize(on_cuda, images, init="kmeans", seed=2, batch_size=8)
+    assert on_cuda.conv1.weight.is_cuda
+    for (name, a), b in zip(on_cpu.state_dict().items(), on_cuda.state_dict().values()):
+        error = float((a - b.cpu()).abs().max() / a.abs().max())
+        assert error < 1e-4, (name, error)
+
+
+@pytest.mark.parametrize("build, shape, init", [
+    (lambda: nn.Sequential(nn.Conv1d(3, 8, 3, padding=2, dilation=2), nn.ReLU(), nn.Conv1d(8, 6, 3)), (48, 3, 20),
+     "kmeans"),
+    (lambda: nn.Sequential(nn.Conv2d(3, 8, 3, padding=2, dilation=2), nn.ReLU(),
+                           nn.ConvTranspose2d(8, 6, 2, stride=2, groups=2)), (48, 3, 8, 8), "kmeans"),
+    (lambda: nn.Sequential(nn.Conv3d(1, 6, 3, padding=1, bias=False), nn.ReLU(), nn.Conv3d(6, 6, 1)), (48, 1, 4, 6, 6),
+     "gaussian"),
+])
+def test_algorithm_1_normalizes_conv1d_3d_transposed_and_dilated_layers(build, shape, init):
+    """Every affine kind: after Algorithm 1 alone, each output channel has mean β and unit std on the
+    sample (the data-driven inits gather patches from 2-D convolutions only: 1-D and 3-D ones fall back to
+    gaussian rows, with a warning)."""
+    model = build()
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
+    mt.initialize(model, x, init=init, between_layer=False, beta=0.1, normalize="channel")
+    with torch.no_grad():
+        out = model(x)
+    per_channel = out.transpose(0, 1).reshape(out.shape[1], -1)
+    np.testing.assert_allclose(per_channel.mean(1).numpy(), 0.1, atol=2e-3)
+    np.testing.assert_allclose(per_channel.std(1).numpy(), 1.0, atol=2e-2)

@@ -17,9 +17,12 @@ Layers and how a positive scale factor passes them (``algorithm.description``):
 * ``BatchNorm1d/2d/3d`` with running statistics becomes two layers, as Caffe's BatchNorm + Scale:
   ``<name>/normalize`` (x - μ)/sqrt(σ² + ε) with the stored statistics (a barrier: a factor in front
   of it would change the function) and ``<name>`` y = γ·x + β (``DIAGONAL``, rescaled by Algorithm 2).
-* ReLU, LeakyReLU, max/average pooling, Dropout, Identity, zero padding, a positive constant factor:
-  ``PASSES``; Flatten/view/reshape: ``RESHAPES``; ``+`` of two tensors: ``TIES``; ``cat`` on the
-  channel axis: ``CONCATENATES``; LocalResponseNorm: ``APPROX``; a softmax at the end: ``STRIPS``.
+* ReLU, LeakyReLU, max/average pooling (global average pooling as ``x.mean((2, 3))`` too), Dropout
+  (``nn.Dropout`` runs with seeded masks when the rates are measured; Dropout1d/2d/3d stay the
+  identity), Identity, zero padding, a positive constant factor: ``PASSES``; Flatten/view/reshape
+  keeping the batch axis: ``RESHAPES``; ``+`` of two tensors of one shape: ``TIES``; ``cat`` on the
+  channel axis: ``CONCATENATES``; LocalResponseNorm: ``APPROX``; a softmax: ``STRIPS``.
+* A tensor read by several layers gets a Split layer (one top per reader), as Caffe inserts them.
 * Everything else (GELU, LayerNorm, attention, unknown functions) ``BLOCKS`` and is reported by name.
 
 The model runs in eval mode with its parameters' ``requires_grad`` off while the net exists
@@ -55,8 +58,8 @@ _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 MODULE_RULES = {
     d.PASSES: (nn.ReLU, nn.LeakyReLU, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d,
                nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
-               nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.Dropout, nn.Identity,
-               nn.ZeroPad2d),
+               nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.Dropout, nn.Dropout1d,
+               nn.Dropout2d, nn.Dropout3d, nn.Identity, nn.ZeroPad2d),
     d.RESHAPES: (nn.Flatten,),
     d.APPROX: (nn.LocalResponseNorm,),
     d.STRIPS: (nn.Softmax, nn.LogSoftmax),
@@ -92,7 +95,8 @@ class FxLayer(Layer):
         sources: the fx nodes whose tensors are the bottoms, in order.
     """
 
-    def __init__(self, name, label, compute, sources):       # noqa: super().__init__ needs a LayerParameter
+    def __init__(self, name, label, compute, sources):
+        # Layer.__init__ reads a Caffe LayerParameter; an fx node has none, so set what the core reads.
         self.name, self.type, self.phase = name, label, "test"
         self.blobs, self.compute, self.sources = [], compute, list(sources)
 

@@ -7,7 +7,6 @@ engine's core, ``magic_init.engine.graph.LayerGraph`` (forward, backward, gradie
 from __future__ import annotations
 
 import functools
-import logging
 import os
 from collections import OrderedDict
 
@@ -24,7 +23,6 @@ from .blob import Blob
 from .graph import LayerGraph, known_names
 from .layers import create_layer
 
-log = logging.getLogger(__name__)
 _PHASE_NAMES = {caffe_pb2.TRAIN: "train", caffe_pb2.TEST: "test"}
 
 

@@ -43,5 +43,6 @@ def test_the_selected_conformance_tests_exist():
     text = SCRIPT.read_text()
     for name in ("tests/engine/test_engine_cuda.py", "tests/engine/conformance/test_conformance_layers.py",
                  "tests/engine/conformance/test_conformance_cases.py",
-                 "tests/engine/conformance/test_conformance_dropout.py", "models/caffenet.prototxt"):
+                 "tests/engine/conformance/test_conformance_dropout.py", "tests/test_torch.py",
+                 "models/caffenet.prototxt"):
         assert name in text and (REPO / name).exists(), name

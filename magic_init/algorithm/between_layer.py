@@ -257,12 +257,16 @@ class BetweenLayer:
         Each step moves the groups' log-factors u_g = log Δ_g by α times the least-squares step
         δu* of the linear model of the log change rates (``linear_model``):
 
-            δu* = argmin ‖P(d + A·δu)‖²,  among those with a_out·δu = 0 if any,
+            δu* = argmin ‖P(d + A·δu)‖²,  subject to a_out·δu = 0 (initializing), or among the
+                  minimizers the one with a_out·δu = 0 if any (rescaling exactly),
 
         d_k = log C̃_k − mean log C̃, P the centering projection: the step that brings the rates
         closest to equal and keeps the scale of the net's output (its geometric-mean factor
-        Δ_out) where a step can: Algorithm 1 set the output layer's outputs to unit variance, and a
-        rescaled pretrained model computes exactly what it computed. On a chain A is invertible and the
+        Δ_out): Algorithm 1 set the output layer's outputs to unit variance, and a rescaled
+        pretrained model computes exactly what it computed. Initializing, the output scale is kept
+        always: on a ResNet without BatchNorm, equal rates are only reachable by shrinking the
+        output many times over, and that trained worse than keeping it (docs/TORCH.md); rescaling
+        exactly, the rates come first (the function is kept up to Δ_out anyway). On a chain A is invertible and the
         step is log s_k = α·d_k/2, the paper's update s_k = (C̃_k/C̃)^(α/2), with Π_k s_k = 1: the
         output's scale and the rates' geometric mean are both kept. Where layers are tied
         (Eltwise SUM, shared blobs, exact rescaling) it accounts for the ties: a residual block's
@@ -280,7 +284,7 @@ class BetweenLayer:
             d = log_rate - log_rate.mean()
             if np.max(np.abs(d)) < self.tol:
                 return total, step
-            du = _least_squares_step(model - model.mean(axis=0), -d, output)
+            du = _least_squares_step(model - model.mean(axis=0), -d, output, hard=not self.exact)
             if np.max(np.abs(du)) < self.tol / 4:   # the ties leave no better point
                 return total, step
             factor = dict(zip(groups, np.exp(self.alpha * du)))
@@ -352,12 +356,20 @@ class BetweenLayer:
                                      % (rates.name, total[k]))
 
 
-def _least_squares_step(matrix, target, constraint):
+def _least_squares_step(matrix, target, constraint, hard=False, reference=None):
     """x minimizing ‖matrix·x − target‖; among the minimizers the one closest to constraint·x = 0,
     then the one of least norm (directions the matrix does not see, relative to its largest
-    singular value, count as its null space)."""
+    singular value or ``reference``, count as its null space). ``hard``: the minimizer among the x
+    with constraint·x = 0 (a zero constraint constrains nothing); directions the matrix does not see
+    there are not taken, so a step that only the output's scale could buy is no step."""
+    if hard and constraint @ constraint > 0:
+        _, _, vt = np.linalg.svd(constraint[None, :], full_matrices=True)
+        complement = vt[1:].T                      # an orthonormal basis of {x: constraint·x = 0}
+        largest = np.linalg.norm(matrix, 2) if matrix.size else 0.0
+        return complement @ _least_squares_step(matrix @ complement, target, np.zeros(complement.shape[1]),
+                                                reference=largest)
     u, sv, vt = np.linalg.svd(matrix, full_matrices=True)
-    rank = int(np.sum(sv > 1e-9 * max(sv.max(initial=0.0), 1e-300)))
+    rank = int(np.sum(sv > 1e-9 * max(sv.max(initial=0.0), reference or 0.0, 1e-300)))
     x = vt[:rank].T @ ((u[:, :rank].T @ target) / sv[:rank])
     null = vt[rank:].T
     pull = null.T @ constraint

@@ -88,3 +88,32 @@ def test_exact_rescaling_of_a_residual_net_lowers_the_spread_and_keeps_the_funct
     assert report["spread_measured"] == pytest.approx(report["spread_predicted"], rel=1e-3)
     after = forward_batches(net, x, "fc", 8)
     np.testing.assert_allclose(after, before * report["output_scale"], rtol=1e-3, atol=1e-4 * np.abs(after).max())
+
+
+def test_initializing_keeps_the_output_scale_even_where_the_rates_stay_apart():
+    """The hard step (initializing) keeps constraint·x = 0: where every equalizing move changes the
+    output's scale it takes none; where some part of the move keeps it, it takes that part."""
+    model = np.array([[-4, 2], [-4, 2], [8, -4]]) / 3.0
+    d = np.array([-0.579, -0.579, 1.158])
+    constraint = np.array([-2, 1]) / 3.0
+    step = _least_squares_step(model - model.mean(axis=0), -d, constraint, hard=True)
+    np.testing.assert_allclose(step, 0.0, atol=1e-9)
+    three = np.array([[-2, 0, 0], [2, -2, 0], [0, 2, -2], [1, 1, 0]], dtype=float)      # 4 layers, 3 groups
+    d = np.array([0.5, -0.2, 0.4, -0.7])
+    out = np.array([0.0, 0.0, 1.0])
+    step = _least_squares_step(three - three.mean(axis=0), -d, out, hard=True)
+    assert abs(out @ step) < 1e-12
+    free = np.eye(3)[:, :2]                                          # by hand: x_3 = 0
+    best = free @ np.linalg.lstsq((three - three.mean(axis=0)) @ free, -d, rcond=None)[0]
+    np.testing.assert_allclose(step, best, atol=1e-12)
+
+
+def test_on_a_chain_the_hard_step_is_the_papers_update():
+    k = 5
+    model = -2 * np.eye(k) + 2 * np.eye(k, k=-1)
+    d = np.random.default_rng(1).standard_normal(k)
+    d -= d.mean()
+    out = np.zeros(k)
+    out[-1] = 1.0
+    soft = _least_squares_step(model - model.mean(axis=0), -d, out)
+    np.testing.assert_allclose(_least_squares_step(model - model.mean(axis=0), -d, out, hard=True), soft, atol=1e-12)

@@ -36,6 +36,7 @@ Runs are cached in OUT/runs (delete to redo). Writes OUT/torch_few_labels.json, 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import time
@@ -56,8 +57,10 @@ SKEW = 10.0
 
 
 # --- data -------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
 def fashion():
-    """(train x, train y, test x, test y, finetune x, finetune y): float32 (N, 1, 28, 28) / 256, int64."""
+    """(train x, train y, test x, test y, finetune x, finetune y): float32 (N, 1, 28, 28) / 256, int64;
+    read once per process (a worker runs many jobs). Callers do not write into the arrays."""
     images = tfl.read_idx(tfl.FASHION / "train-images-idx3-ubyte.gz")
     labels = tfl.read_idx(tfl.FASHION / "train-labels-idx1-ubyte.gz")
     test_images = tfl.read_idx(tfl.FASHION / "t10k-images-idx3-ubyte.gz")

@@ -35,3 +35,9 @@ class DataError(MagicInitError):
 
 class BackendError(MagicInitError):
     """The requested backend or device is not available."""
+
+
+def first_line(error) -> str:
+    """The first line of a foreign exception's message (its class name when it has none), for a
+    one-line error of ours that wraps it."""
+    return str(error).strip().split("\n")[0] or type(error).__name__

@@ -98,8 +98,8 @@ def measure(model, data, batch_size=DEFAULT_BATCH, num_images=None, **options):
 def traced(model, data, batch_size=DEFAULT_BATCH, num_images=None, write=True):
     """``(TorchNet, BatchStore)`` for ``model`` and ``data``; on leaving, the parameters are written
     back (``write``, only when the body succeeded) and the model gets back its training flag and
-    ``requires_grad``. When the body raises, the parameters get back their values from before (a
-    copy of them is kept while the body runs).
+    ``requires_grad``. With ``write``, when the body raises, the parameters get back their values
+    from before (a copy of them is kept while the body runs).
 
     Args:
         model: a traceable ``torch.nn.Module``.
@@ -117,7 +117,7 @@ def traced(model, data, batch_size=DEFAULT_BATCH, num_images=None, write=True):
     net = TorchNet(model, {k: torch.from_numpy(v) for k, v in first.items()} if isinstance(first, dict)
                    else torch.from_numpy(first))
     store = BatchStore()
-    saved = [(p, p.detach().clone()) for p in model.parameters()]
+    saved = [(p, p.detach().clone()) for p in model.parameters()] if write else []      # measure writes nothing
     try:
         for batch in itertools.chain([first], batches):
             store.append(batch if isinstance(batch, dict) else {net.inputs[0]: batch})

@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from magic_init.errors import DataError, MagicInitError, ModelFileError
+from magic_init.errors import DataError, MagicInitError, ModelFileError, first_line
 
 TENSOR_SUFFIXES = (".npy", ".pt", ".pth")
 
@@ -146,11 +146,7 @@ def _torch_load(path, error_class, what):
     except FileNotFoundError:
         raise error_class("%s: no such file" % path) from None
     except Exception as error:                  # torch's unpickling errors have no common class
-        raise error_class("%s: not %s (%s)" % (path, what, _first_line(error))) from None
-
-
-def _first_line(error):
-    return str(error).strip().split("\n")[0] or type(error).__name__
+        raise error_class("%s: not %s (%s)" % (path, what, first_line(error))) from None
 
 
 def sample_source(data, num_images, seed, batch_size, size=None, mean=None, std=None, root=None, gray=False):

@@ -47,7 +47,7 @@ from magic_init.engine.blob import Blob
 from magic_init.engine.graph import LayerGraph
 from magic_init.engine.layers import create_layer
 from magic_init.engine.layers.base import Layer
-from magic_init.errors import NetDefinitionError
+from magic_init.errors import NetDefinitionError, first_line
 from magic_init.proto import caffe_pb2
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -103,9 +103,6 @@ class FxLayer(Layer):
     def forward(self, bottoms, params):
         return [self.compute(dict(zip(self.sources, bottoms)), params)]
 
-    def where(self):
-        return "layer %r (%s)" % (self.name, self.type)
-
 
 class TorchNet(LayerGraph):
     """A traced ``torch.nn.Module`` with the Net interface (``magic_init.engine.graph.LayerGraph``).
@@ -153,7 +150,7 @@ class TorchNet(LayerGraph):
             node = propagation.current
             raise NetDefinitionError("the model does not run on the example batch of shape %s: node %r (%s): %s"
                                      % (_shapes(example), node.name, node.target,
-                                        _first_line(error.__cause__ or error))) from None
+                                        first_line(error.__cause__ or error))) from None
         self.modules = dict(graph_module.named_modules())
         self.inputs = [n.name for n in placeholders]
         self.layers, self.layer_names, self.layer_types = [], [], []
@@ -357,7 +354,7 @@ def _trace(model):
         return torch.fx.symbolic_trace(model)
     except Exception as error:
         raise NetDefinitionError("torch.fx cannot trace %s: %s (control flow that depends on the data "
-                                 "cannot be traced)" % (type(model).__name__, _first_line(error))) from None
+                                 "cannot be traced)" % (type(model).__name__, first_line(error))) from None
 
 
 def _model_device(model):
@@ -547,7 +544,3 @@ def _label(node, module):
 
 def _shapes(example):
     return ", ".join("%s %s" % (k, tuple(v.shape)) for k, v in example.items())
-
-
-def _first_line(error):
-    return (str(error).strip().split("\n")[0] or type(error).__name__)

@@ -29,6 +29,7 @@ import numpy as np
 from magic_init import layer_facts
 from magic_init.errors import ModelFileError, NetDefinitionError, ShapeMismatchError
 from magic_init.proto import caffe_pb2
+from magic_init.weight_guard import check_finite
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,8 @@ def fold_batchnorm(net, weights: Dict[str, List[np.ndarray]]) -> FoldResult:
     out.layer.extend(layers)
     result.weights = OrderedDict((layer.name, new_weights[layer.name]) for layer in layers
                                  if layer.name in new_weights)
-    _check_finite(result.weights)
+    check_finite(result.weights, "refusing to write the folded model",
+                 cause=" after folding (negative BatchNorm variance?)")
     return result
 
 
@@ -323,14 +325,6 @@ def _scaled_filters(affine, w: np.ndarray, k: np.ndarray, channels: int) -> np.n
                                      "%d groups" % (affine.name, shape, channels, group))
         scaled = w64.reshape(group, shape[0] // group, per_group, -1) * k.reshape(group, 1, per_group, 1)
     return scaled.astype(np.float32).reshape(shape)
-
-
-def _check_finite(weights) -> None:
-    for name, arrays in weights.items():
-        for i, array in enumerate(arrays):
-            if not np.all(np.isfinite(array)):
-                raise ModelFileError("refusing to write: layer '%s' blob %d has non-finite values after folding "
-                                     "(negative BatchNorm variance?)" % (name, i))
 
 
 # ----------------------------------------------------------------------------- files

@@ -17,6 +17,7 @@ from magic_init.algorithm.description import describe
 from magic_init.errors import MagicInitError, ModelFileError, NetDefinitionError
 from magic_init.io import copy_weights, read_caffemodel, read_prototxt, write_caffemodel
 from magic_init.timing import timed
+from magic_init.weight_guard import check_finite, check_no_zero_affine
 
 log = logging.getLogger(__name__)
 
@@ -54,23 +55,6 @@ def read_model(prototxt, weights_path=None):
     weights = read_caffemodel(weights_path).weights if weights_path else {}
     check_finite(weights, weights_path)
     return Model(prototxt, net, dict(weights), weights_path)
-
-
-def check_finite(weights, source):
-    """Raise ModelFileError naming the first layer and blob of ``weights`` with a NaN or Inf.
-
-    One non-finite weight turns every output of the net, and so every statistic the algorithm
-    measures, into NaN."""
-    for layer, arrays in weights.items():
-        for i, array in enumerate(arrays):
-            bad = np.size(array) - int(np.count_nonzero(np.isfinite(array)))
-            if bad:
-                raise ModelFileError("%s: layer '%s' blob %d (%s) has %d non-finite value(s) (NaN or Inf)"
-                                     % (source, layer, i, _blob_role(i), bad))
-
-
-def _blob_role(index):
-    return ("weights", "bias")[index] if index < 2 else "blob %d" % index
 
 
 def affine_layer_names(net):
@@ -398,17 +382,10 @@ def save_model(path, model, net):
 
 def check_before_saving(path, model, net, weights):
     """Refuse to write non-finite weights or an affine layer left all zero that was not loaded so."""
-    try:
-        check_finite(weights, path)
-    except ModelFileError as error:
-        raise ModelFileError("refusing to write %s" % error) from None
-    for name, kind in zip(net.layer_names, net.layer_types):
-        if kind not in AFFINE_TYPES or name not in weights or np.any(weights[name][0]):
-            continue
-        loaded = model.weights.get(name)
-        if not (loaded and not np.any(loaded[0])):
-            raise ModelFileError("refusing to write %s: layer '%s' (%s) has all-zero weights that nothing "
-                                 "initialized (the net's output would not depend on its input)" % (path, name, kind))
+    check_finite(weights, "refusing to write %s" % path)
+    loaded_zero = {name for name, arrays in model.weights.items() if arrays and not np.any(arrays[0])}
+    check_no_zero_affine(path, {name: (kind, weights[name][0]) for name, kind in zip(net.layer_names, net.layer_types)
+                                if kind in AFFINE_TYPES and name in weights}, allowed=loaded_zero)
 
 
 @timed("reading the sample")

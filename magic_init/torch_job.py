@@ -17,6 +17,7 @@ import sys
 import numpy as np
 
 from magic_init.errors import DataError, MagicInitError, ModelFileError, first_line
+from magic_init.weight_guard import check_finite, check_no_zero_affine
 
 TENSOR_SUFFIXES = (".npy", ".pt", ".pth")
 
@@ -108,23 +109,20 @@ def read_tensor_file(path, num_images, seed=0):
     return data
 
 
-def check_state(model, net_params, path):
-    """Refuse to write a non-finite value or an affine weight that is all zero.
+def check_state(model, affine, path, allowed=()):
+    """Refuse to write a non-finite value or an affine weight that is all zero (``weight_guard``).
 
     Args:
         model: the module about to be saved.
-        net_params: ``{layer: [qualified parameter names]}`` of the layers the run wrote.
+        affine: ``{layer: (module type, qualified weight name)}`` of the affine layers.
         path: the output, for the message.
+        allowed: layers that may stay all zero (the checkpoint's were).
     """
-    import torch
-
-    for name, tensor in model.state_dict().items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise ModelFileError("refusing to write %s: %s has non-finite values" % (path, name))
-    for layer, names in net_params.items():
-        weight = model.get_parameter(names[0])
-        if not bool(weight.any()):
-            raise ModelFileError("refusing to write %s: layer '%s' has all-zero weights" % (path, layer))
+    state = {name: [tensor.detach().cpu().float().numpy()] for name, tensor in model.state_dict().items()
+             if tensor.is_floating_point()}
+    check_finite(state, "refusing to write %s" % path, label=lambda name, index: "'%s'" % name)
+    check_no_zero_affine(path, {layer: (kind, state[weight][0]) for layer, (kind, weight) in affine.items()},
+                         allowed)
 
 
 def save_state_dict(path, model):
@@ -193,9 +191,10 @@ def run(factory, output, data, checkpoint=None, device="cpu", batch_size=16, num
     sample = sample_source(data, num_images, seed, batch_size, size, mean, std, root, gray)
     passes = build_passes(within_layer=not rescaling, exact=rescaling, seed=seed, **options)
     with mt.traced(model, sample, batch_size) as (net, store):
+        affine = {net.layer_names[i]: (net.layer_types[i], net.parameter_names[net.layer_names[i]][0])
+                  for i in net.description.affine_layers()}
+        zero = {layer for layer, (_, weight) in affine.items() if not model.get_parameter(weight).any()}
         report = run_passes(net, store, passes, batch_size=batch_size, progress=progress)
-        written = {net.layer_names[i]: net.parameter_names[net.layer_names[i]]
-                   for i in net.description.affine_layers()}
-    check_state(model, written, output)
+    check_state(model, affine, output, allowed=zero if rescaling else ())
     save_state_dict(output, model)
     return report

@@ -99,3 +99,43 @@ def test_output_over_the_checkpoint_needs_overwrite(folder):
                                cwd=folder), "--overwrite")
     assert run_cli("torch", "factories:small", "a.pt", "--data", "x.npy", "--checkpoint", "a.pt", "--overwrite", "-q",
                    cwd=folder).returncode == 0
+
+
+def test_a_non_finite_checkpoint_is_refused_by_name_and_nothing_is_written(folder):
+    assert run_cli("torch", "factories:small", "a.pt", "--data", "x.npy", "-q", cwd=folder).returncode == 0
+    state = _state(folder / "a.pt")
+    state["3.bias"][2] = float("nan")
+    torch.save(state, folder / "nan.pt")
+    result = run_cli("torch", "factories:small", "out.pt", "--data", "x.npy", "--checkpoint", "nan.pt", cwd=folder)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert not (folder / "out.pt").exists()
+
+
+def test_a_layer_the_checkpoint_holds_at_zero_may_stay_zero(folder):
+    """Rescaling keeps the function, so a layer loaded all zero stays so and is written (Caffe path: same)."""
+    assert run_cli("torch", "factories:small", "a.pt", "--data", "x.npy", "-q", cwd=folder).returncode == 0
+    state = _state(folder / "a.pt")
+    state["6.weight"].zero_()
+    torch.save(state, folder / "zero.pt")
+    result = run_cli("torch", "factories:small", "b.pt", "--data", "x.npy", "--checkpoint", "zero.pt", "-q",
+                     cwd=folder)
+    assert result.returncode == 0, result.stderr
+    assert not _state(folder / "b.pt")["6.weight"].any()
+
+
+def test_check_state_names_the_non_finite_entry_and_the_zero_layer():
+    from magic_init.errors import ModelFileError
+    from magic_init.torch_job import check_state
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    affine = {"conv": ("Conv2d", "0.weight")}
+    check_state(model, affine, "out.pt")
+    model[1].running_var[1] = float("inf")
+    with pytest.raises(ModelFileError, match=r"refusing to write out.pt: '1.running_var' has 1 non-finite"):
+        check_state(model, affine, "out.pt")
+    model[1].running_var.fill_(1)
+    with torch.no_grad():
+        model[0].weight.zero_()
+    with pytest.raises(ModelFileError, match=r"layer 'conv' \(Conv2d\) has all-zero weights"):
+        check_state(model, affine, "out.pt")
+    check_state(model, affine, "out.pt", allowed={"conv"})

@@ -318,7 +318,7 @@ def _check_patches_against(ref, g):
     n, out_h, out_w = y.shape[0], y.shape[2], y.shape[3]
     images, ys, xs = (a.ravel() for a in np.meshgrid(np.arange(n), np.arange(out_h), np.arange(out_w),
                                                      indexing="ij"))
-    groups = patches.patches_at(x, g, images, ys, xs)
+    groups = patches.patches_at(x, g, images, (ys, xs))
     per_group = w.shape[0] // g.group
     ours = np.concatenate([groups[k] @ w[k * per_group:(k + 1) * per_group].reshape(per_group, -1).T
                            for k in range(g.group)], axis=1) + b

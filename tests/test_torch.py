@@ -229,11 +229,13 @@ def test_cuda_gives_the_cpu_weights():
                            nn.ConvTranspose2d(8, 6, 2, stride=2, groups=2)), (48, 3, 8, 8), "kmeans"),
     (lambda: nn.Sequential(nn.Conv3d(1, 6, 3, padding=1, bias=False), nn.ReLU(), nn.Conv3d(6, 6, 1)), (48, 1, 4, 6, 6),
      "gaussian"),
+    (lambda: nn.Sequential(nn.Conv3d(2, 6, 3, padding=1, stride=(1, 2, 2)), nn.ReLU(), nn.Conv3d(6, 6, 1)),
+     (24, 2, 4, 6, 6), "kmeans"),
 ])
 def test_algorithm_1_normalizes_conv1d_3d_transposed_and_dilated_layers(build, shape, init):
     """Every affine kind: after Algorithm 1 alone, each output channel has mean β and unit std on the
-    sample (the data-driven inits gather patches from 2-D convolutions only: 1-D and 3-D ones fall back to
-    gaussian rows, with a warning)."""
+    sample (the data-driven inits gather patches over any number of spatial axes; a transposed
+    convolution falls back to gaussian rows, with a warning)."""
     model = build()
     x = torch.from_numpy(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
     mt.initialize(model, x, init=init, between_layer=False, beta=0.1, normalize="channel")
@@ -242,3 +244,36 @@ def test_algorithm_1_normalizes_conv1d_3d_transposed_and_dilated_layers(build, s
     per_channel = out.transpose(0, 1).reshape(out.shape[1], -1)
     np.testing.assert_allclose(per_channel.mean(1).numpy(), 0.1, atol=2e-3)
     np.testing.assert_allclose(per_channel.std(1).numpy(), 1.0, atol=2e-2)
+
+
+def test_a_transformer_block_is_initialized_per_token_channel_and_rescaled_without_changing_it():
+    """Linear layers over tokens (N, T, C) get Algorithm 1's statistics per channel of the last axis;
+    rescaling holds the layers whose scale reaches LayerNorm, attention or GELU, naming them, and
+    keeps the function."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parent / "adapters"))
+    from test_torch_fx import Tokens
+
+    torch.manual_seed(0)
+    images = torch.from_numpy(_images(48, size=16))
+    model = Tokens()
+    mt.initialize(model, images, init="kmeans", between_layer=False, beta=0.1, normalize="channel")
+    with torch.no_grad():
+        tokens = model.embed(images).flatten(2).transpose(1, 2)
+        h = model.norm(tokens)
+        tokens = tokens + model.attention(h, h, h)[0]
+        hidden = model.mlp[0](tokens).reshape(-1, 16)
+    np.testing.assert_allclose(hidden.mean(0).numpy(), 0.1, atol=2e-3)
+    np.testing.assert_allclose(hidden.std(0).numpy(), 1.0, atol=2e-2)
+
+    with torch.no_grad():
+        model.mix.weight.mul_(10.0)
+    before = model(images)
+    report = mt.rescale(model, images)["BetweenLayer"]
+    after = model(images)
+    factor = report["output_scale"]
+    assert float((after - factor * before).abs().max() / (factor * before).abs().max()) < 1e-5
+    held = " ".join(report["held"].values())
+    assert "'norm' (LayerNorm" in held and "'mlp.1' (GELU" in held
+    assert "mix" not in report["held"] and report["scale"]["mix"] < 0.5     # free through the permute: x10 undone

@@ -70,11 +70,13 @@ FUNCTION_RULES = {
                F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
                F.adaptive_max_pool2d, F.dropout),
     d.RESHAPES: (torch.flatten,),
+    d.MOVES: (torch.transpose, torch.permute, torch.movedim, torch.swapaxes, torch.swapdims),
     d.STRIPS: (F.softmax, F.log_softmax, torch.softmax, torch.log_softmax),
 }
 METHOD_RULES = {
     d.PASSES: ("relu", "contiguous", "clone"),
     d.RESHAPES: ("view", "reshape", "flatten"),
+    d.MOVES: ("transpose", "permute", "movedim", "swapaxes", "swapdims"),
     d.STRIPS: ("softmax", "log_softmax"),
 }
 #: Modules and functions known not to be positively homogeneous of degree 1.
@@ -178,6 +180,15 @@ class TorchNet(LayerGraph):
         if isinstance(module, _BATCHNORM) and module.track_running_stats and module.running_mean is not None:
             self._add_batchnorm(node, module, sources)
             return
+        if isinstance(module, nn.Linear) and len(self._meta(node).shape) > 2:
+            self._add_linear_over_last_axis(node, module, sources)
+            return
+        origin = _tuple_origin(node, self.modules)
+        if origin is not None:                      # one output of a module that returns a tuple (attention)
+            self._add_blocking(node, sources, self._layer_name(origin[0]),
+                               "%s[%d]" % (type(origin[1]).__name__, node.args[1]),
+                               d.NOT_HOMOGENEOUS if _member(type(origin[1]), NONHOMOGENEOUS) else d.NOT_KNOWN_HOMOGENEOUS)
+            return
         name = self._layer_name(node)
         rule, why, affine = _rule(node, module, self._meta(node))
         parameters = []
@@ -194,6 +205,11 @@ class TorchNet(LayerGraph):
                                                                           [p for p, _ in parameters]), sources)
         noise = isinstance(module, nn.Dropout)
         self._append(layer, node, sources, [node.name], parameters, (layer.type, rule, affine, why, noise))
+
+    def _add_blocking(self, node, sources, name, label, why):
+        """A barrier layer ``name`` that evaluates ``node`` (labelled ``label`` in reports)."""
+        layer = FxLayer(name, label, functools.partial(_evaluate, node, self.modules, []), sources)
+        self._append(layer, node, sources, [node.name], [], (label, d.BLOCKS, None, why, False))
 
     def _add_batchnorm(self, node, module, sources):
         """BatchNorm as Caffe's BatchNorm + Scale: a normalization with the stored statistics (a
@@ -220,6 +236,31 @@ class TorchNet(LayerGraph):
         self._append(layer, node, [normalized], [node.name], parameters,
                      (layer.type, d.AFFINE, d.AffineLayer(d.DIAGONAL, groups=int(module.weight.numel())),
                       d.NOT_KNOWN_HOMOGENEOUS, False), bottom_names=[normalized])
+
+    def _add_linear_over_last_axis(self, node, module, sources):
+        """``nn.Linear`` on an (N, ..., C) tensor (tokens, channels-last maps) as the algorithm sees
+        channels, on axis 1: the input moved to (N, C, ...), a 1x1 convolution with the Linear's own
+        weights there (``CONV``, kernel 1 on every axis: each position's C values are one patch),
+        and its output moved back. Both moves pass one common factor (``MOVES``)."""
+        name, label = self._layer_name(node), type(module).__name__
+        moved_in, moved_out = "%s/channels_first" % name, "%s/channels_first_out" % name
+        self.blobs[moved_in] = Blob(_channels_first(sources[0].meta["tensor_meta"].shape), self.torch_device,
+                                    moved_in)
+        self.blobs[moved_out] = Blob(_channels_first(self._meta(node).shape), self.torch_device, moved_out)
+        move = ("Tensor.movedim", d.MOVES, None, d.NOT_KNOWN_HOMOGENEOUS, False)
+        self._append(FxLayer(moved_in, move[0], lambda env, params: env["x"].movedim(-1, 1), ["x"]), node,
+                     sources, [moved_in], [], move, bottom_names=[sources[0].name])
+
+        def linear(env, params):
+            return F.linear(env["x"].movedim(1, -1), *params).movedim(-1, 1)
+        spatial = len(self._meta(node).shape) - 2
+        geometry = ConvGeometry((1,) * spatial, (0,) * spatial, (1,) * spatial, (1,) * spatial, 1)
+        parameters = [("weight", module.weight)] + ([("bias", module.bias)] if module.bias is not None else [])
+        self._append(FxLayer(name, label, linear, ["x"]), node, [], [moved_out], parameters,
+                     (label, d.AFFINE, d.AffineLayer(d.CONV, groups=1, geometry=geometry), d.NOT_KNOWN_HOMOGENEOUS,
+                      False), bottom_names=[moved_in])
+        self._append(FxLayer("%s/channels_last" % name, move[0], lambda env, params: env["x"].movedim(1, -1), ["x"]),
+                     node, [], [node.name], [], move, bottom_names=[moved_out])
 
     def _insert_splits(self):
         """A Split layer after each blob read more than once, one top per read, as Caffe inserts
@@ -443,7 +484,7 @@ def _rule(node, module, meta):
     if rule == d.BLOCKS and _spatial_mean(node, meta):
         rule = d.PASSES
     if rule == d.RESHAPES and node.op != "call_module" and not _keeps_batch_axis(node, meta):
-        rule = d.BLOCKS
+        rule = d.MOVES
     return rule, why, None
 
 
@@ -525,6 +566,24 @@ def _string_padding(module, padding):
         return (0,) * len(module.kernel_size)
     totals = [dil * (k - 1) for k, dil in zip(module.kernel_size, module.dilation)]
     return tuple(t // 2 for t in totals) if all(t % 2 == 0 for t in totals) else None
+
+
+def _tuple_origin(node, modules):
+    """(module node, module) when ``node`` takes one element of a module's tuple output (e.g.
+    ``nn.MultiheadAttention``'s ``(output, weights)``), else None."""
+    if node.op != "call_function" or node.target is not operator.getitem:
+        return None
+    source = node.args[0]
+    if isinstance(source, torch.fx.Node) and source.op == "call_module" and not _is_tensor(source) \
+            and isinstance(node.args[1], int):
+        return source, modules[source.target]
+    return None
+
+
+def _channels_first(shape):
+    """(N, ..., C) -> (N, C, ...)."""
+    shape = tuple(shape)
+    return shape[:1] + shape[-1:] + shape[1:-1]
 
 
 def _is_relu(node, module):

@@ -15,6 +15,9 @@ layers with f(r·x) = r·f(x)):
 * ``PASSES``: positively homogeneous of degree 1 per channel (ReLU, max/average pooling, Dropout, ...).
 * ``APPROX``: homogeneous only approximately (LRN): passed when initializing, a barrier when rescaling exactly.
 * ``RESHAPES``: channels are reshaped (flatten, view); the factors follow the channels.
+* ``MOVES``: linear in its input but moves or mixes the channel axis (transpose, permute, a reshape
+  across the batch axis): one factor r on every input channel passes (f(r·x) = r·f(x)), so the layers
+  whose factors reach it share one.
 * ``CONCATENATES``: concatenation on the channel axis; each channel keeps its factor.
 * ``TIES``: elementwise sum or max: the inputs' factors must be equal.
 * ``BLOCKS``: a barrier (``Op.why`` says why): the layers whose factor reaches it keep their scale.
@@ -35,9 +38,10 @@ from typing import NamedTuple, Optional
 
 from magic_init.errors import NetDefinitionError
 
-AFFINE, PASSES, APPROX, RESHAPES, CONCATENATES, TIES, BLOCKS, INPUT, STRIPS = (
-    "affine", "passes", "passes approximately", "reshapes", "concatenates", "ties", "blocks", "input", "strips")
-RULES = (AFFINE, PASSES, APPROX, RESHAPES, CONCATENATES, TIES, BLOCKS, INPUT, STRIPS)
+AFFINE, PASSES, APPROX, RESHAPES, MOVES, CONCATENATES, TIES, BLOCKS, INPUT, STRIPS = (
+    "affine", "passes", "passes approximately", "reshapes", "moves the channel axis", "concatenates", "ties",
+    "blocks", "input", "strips")
+RULES = (AFFINE, PASSES, APPROX, RESHAPES, MOVES, CONCATENATES, TIES, BLOCKS, INPUT, STRIPS)
 
 CONV, DECONV, LINEAR, DIAGONAL = "conv", "deconv", "linear", "diagonal"
 KINDS = (CONV, DECONV, LINEAR, DIAGONAL)

@@ -20,6 +20,8 @@ passed as approximately homogeneous and Algorithm 2's measurement rounds correct
 With ``exact`` (rescaling a pretrained model, whose function must be kept up to one positive factor
 on the output) it is a barrier like the layers below.
 
+* Layers that are linear but move the channel axis (a transpose, a permute; ``MOVES``): one factor
+  on all their input channels passes, so the layers whose factors reach them are tied into one.
 * Eltwise SUM/MAX: every combined channel must carry the same factor — the producing layers are
   *tied* into one scale group (r·a + r·b = r·(a + b), max(r·a, r·b) = r·max(a, b)).
 * Anything else (Sigmoid, TanH, BatchNorm, Power, Eltwise PROD, Softmax, unknown types, and
@@ -214,6 +216,9 @@ class ScaleGraph:
             return [np.concatenate(srcs)]
         if rule == d.RESHAPES:
             return [self._reshaped(srcs[0], bottoms[0], tops[0], "layer '%s' (%s)" % (op.name, op.label))]
+        if rule == d.MOVES:
+            return [self._uniform(srcs[0], self._channels(top), "layer '%s' (%s)" % (op.name, op.label))
+                    for top in tops]
         if rule == d.TIES:
             for other in srcs[1:]:
                 self._tie(srcs[0], other, "layer '%s' (%s)" % (op.name, op.label))
@@ -229,6 +234,10 @@ class ScaleGraph:
         spatial = int(np.prod(bshape[2:])) if len(bshape) > 2 else 1
         if channels == len(src) * spatial:
             return np.repeat(src, spatial)
+        return self._uniform(src, channels, where)
+
+    def _uniform(self, src, channels, where):
+        """One factor for every channel: the sources of ``src`` tied, spread over ``channels`` channels."""
         self._tie(np.full(len(src) - 1, src[0]), src[1:], where)
         return np.full(channels, src[0])
 

@@ -322,7 +322,7 @@ class WithinLayer:
         """Fill W of layer ``index`` (gaussian or data-driven); returns (init used, why gaussian).
 
         Fully connected layers get gaussian rows by design unless ``data_driven_fc``; a data-driven
-        init that cannot run (Deconvolution, 1-D/3-D convolutions, fewer sample rows than outputs,
+        init that cannot run (Deconvolution, fewer sample rows than outputs,
         constant patches) falls back to gaussian, for the whole layer or for the groups of a grouped convolution it cannot
         serve (logged as a warning, and said in the report's reason)."""
         name, op = net.layer_names[index], describe(net).ops[index]
@@ -333,9 +333,8 @@ class WithinLayer:
         if op.affine.kind == LINEAR and not self.data_driven_fc:
             weight_init.gaussian(weight.shape, self.rng, out=weight)
             return "gaussian", "fully connected (data-driven inits on convolutions only; --data-driven-fc)"
-        if op.affine.kind == DECONV or (op.affine.kind == CONV and weight.ndim != 4):
-            reason = "no data-driven init for %s" % (op.label if op.affine.kind == DECONV else
-                                                     "%d-D convolutions (patches of 2-D ones only)" % (weight.ndim - 2))
+        if op.affine.kind == DECONV:
+            reason = "no data-driven init for %s" % op.label
             log.warning("layer '%s': %s init impossible: %s; falling back to gaussian", name, self.init, reason)
         else:
             rows, reason = self.data_driven_rows(net, runner, index)

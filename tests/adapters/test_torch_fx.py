@@ -49,6 +49,28 @@ class Mixed(nn.Module):
         return torch.softmax(self.fc(torch.flatten(x, 1)) + self.head(x.mean((2, 3))) + 0.5 * x.sum(1).mean(), dim=1)
 
 
+class Tokens(nn.Module):
+    """A small vision transformer block: patch embedding, tokens (N, T, C), LayerNorm, attention, an MLP
+    of Linear layers over the last axis with GELU, and a channels-last map through a Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Conv2d(3, 8, 4, stride=4)
+        self.norm = nn.LayerNorm(8)
+        self.attention = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 8))
+        self.mix = nn.Linear(8, 6)
+        self.head = nn.Linear(6 * 16, 10)
+
+    def forward(self, x):
+        tokens = self.embed(x).flatten(2).transpose(1, 2)
+        h = self.norm(tokens)
+        tokens = tokens + self.attention(h, h, h)[0]
+        tokens = tokens + self.mlp(tokens)
+        grid = tokens.reshape(-1, 4, 4, 8)                      # channels last
+        return self.head(torch.relu(self.mix(grid)).permute(0, 3, 1, 2).flatten(1))
+
+
 def _randomize(model, seed=0):
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -83,9 +105,30 @@ def test_each_op_gets_its_scale_rule():
     net.close()
 
 
-def test_forward_and_backward_match_the_model_under_autograd():
+def test_linear_over_the_last_axis_is_a_1x1_convolution_between_two_moves():
+    """A Linear on (N, ..., C) is described on channels-first blobs (the algorithm's channel axis is 1),
+    and transposes, permutes and reshapes across the batch axis pass one common factor."""
+    net = TorchNet(_randomize(Tokens()), _x())
+    description = net.description
+    for name in ("mlp.0", "mlp.2", "mix"):
+        affine = description.affine(name)
+        spatial = len(net.blobs[name + "/channels_first"].shape) - 2
+        assert affine.kind == d.CONV and affine.window().kernel == (1,) * spatial
+        assert description.op(name + "/channels_first").rule == d.MOVES
+        assert description.op(name + "/channels_last").rule == d.MOVES
+    assert net.blobs["mlp.0/channels_first_out"].shape == (4, 16, 16)
+    assert net.blobs["mix/channels_first_out"].shape == (4, 6, 4, 4)
+    assert description.affine("head").kind == d.LINEAR
+    assert description.op("transpose").rule == d.MOVES and description.op("permute").rule == d.MOVES
+    assert description.op("reshape").rule == d.RESHAPES               # (N, T, C) -> (N, 4, 4, C)
+    assert description.op("norm").rule == d.BLOCKS and description.op("attention").rule == d.BLOCKS
+    net.close()
+
+
+@pytest.mark.parametrize("build, output", [(Mixed, "softmax"), (Tokens, "head")])
+def test_forward_and_backward_match_the_model_under_autograd(build, output):
     """The net's outputs are the model's; its weight gradients for a loss <η, f(x)> are autograd's."""
-    model = _randomize(Mixed()).eval()
+    model = _randomize(build()).eval()
     x = _x()
     reference = model(x)
     eta = torch.randn(reference.shape, generator=torch.Generator().manual_seed(5))
@@ -94,9 +137,9 @@ def test_forward_and_backward_match_the_model_under_autograd():
     net = TorchNet(model, x)
     net.blobs["x"].data[...] = x.numpy()
     out = net.forward()
-    np.testing.assert_allclose(out["softmax"], reference.detach().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out[output], reference.detach().numpy(), rtol=1e-5, atol=1e-6)
     net.clear_param_diffs()
-    net.backward(softmax=eta.numpy())
+    net.backward(**{output: eta.numpy()})
     for layer, names in net.parameter_names.items():
         for blob, name in zip(net.params[layer], names):
             np.testing.assert_allclose(blob.diff, expected[name].numpy(), rtol=1e-4, atol=1e-6, err_msg=name)

@@ -1,10 +1,14 @@
 """im2col at sampled locations (magic_init.algorithm.patches) against a direct convolution."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
+import pytest
 
 from magic_init.algorithm import patches
 from magic_init.conv_geometry import ConvGeometry, conv_output_size
+from magic_init.errors import NetDefinitionError
 
 
 def direct_conv_at(x, w, geometry, b, y, xo):
@@ -29,9 +33,9 @@ def patches_checked_against_direct_conv(x, w, geometry, count, seed):
     must give the direct convolution there. Returns the per-group patch matrices."""
     groups = patches.conv_patches(x, geometry, count, np.random.default_rng(seed))
     (kh, kw), (ph, pw), (sh, sw), (dh, dw) = geometry.kernel, geometry.pad, geometry.stride, geometry.dilation
-    images, ys, xs = patches.sample_locations(x.shape[0], conv_output_size(x.shape[2], kh, ph, sh, dh),
-                                              conv_output_size(x.shape[3], kw, pw, sw, dw), count,
-                                              np.random.default_rng(seed))
+    images, (ys, xs) = patches.sample_locations(x.shape[0], (conv_output_size(x.shape[2], kh, ph, sh, dh),
+                                                             conv_output_size(x.shape[3], kw, pw, sw, dw)), count,
+                                                np.random.default_rng(seed))
     per_group = w.shape[0] // geometry.group
     for n in range(count):
         got = np.concatenate([w[g * per_group:(g + 1) * per_group].reshape(per_group, -1).dot(groups[g][n])
@@ -48,6 +52,37 @@ def test_conv_patches_match_a_direct_convolution():
     w = rng.standard_normal((6, 2, 3, 2)).astype(np.float32)
     groups = patches_checked_against_direct_conv(x, w, geometry, 25, 5)
     assert len(groups) == 2 and groups[0].shape == (25, 2 * 3 * 2)
+
+
+@pytest.mark.parametrize("shape, kernel, pad, stride, dilation, group", [
+    ((3, 4, 13), (3,), (2,), (2,), (2,), 2),                                   # 1-D (Conv1d)
+    ((2, 2, 5, 6, 7), (3, 1, 2), (1, 0, 1), (1, 2, 3), (2, 1, 1), 1),          # 3-D (Conv3d)
+])
+def test_patches_over_one_or_three_spatial_axes_match_a_direct_convolution(shape, kernel, pad, stride, dilation, group):
+    """Each sampled patch, times the filters of its group, is the convolution's output there (by loops
+    over the kernel's indices)."""
+    rng = np.random.default_rng(0)
+    geometry = ConvGeometry(kernel, pad, stride, dilation, group)
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal((4, shape[1] // group) + kernel).astype(np.float32)
+    groups = patches.conv_patches(x, geometry, 20, np.random.default_rng(1))
+    images, coords = patches.sample_locations(shape[0], patches.output_extent(shape, geometry), 20,
+                                              np.random.default_rng(1))
+    per_group, cin_g = 4 // group, shape[1] // group
+    for n in range(20):
+        expected = np.zeros(4)
+        for o in range(4):
+            g = o // per_group
+            for c in range(cin_g):
+                for offset in itertools.product(*(range(k) for k in kernel)):
+                    at = [co[n] * s - p + i * d for co, s, p, i, d in zip(coords, stride, pad, offset, dilation)]
+                    if all(0 <= a < size for a, size in zip(at, shape[2:])):
+                        expected[o] += w[(o, c) + offset] * x[(images[n], g * cin_g + c) + tuple(at)]
+        got = np.concatenate([w[g * per_group:(g + 1) * per_group].reshape(per_group, -1) @ groups[g][n]
+                              for g in range(group)])
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(NetDefinitionError, match="kernel"):
+        patches.output_extent((2, 3, 8, 8), geometry)
 
 
 def test_vector_patches_flatten_from_axis():

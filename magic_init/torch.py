@@ -114,8 +114,8 @@ def traced(model, data, batch_size=DEFAULT_BATCH, num_images=None, write=True):
     first = next(batches, None)
     if first is None:
         raise MagicInitError("the data holds no batch")
-    net = TorchNet(model, {k: torch.from_numpy(v) for k, v in first.items()} if isinstance(first, dict)
-                   else torch.from_numpy(first))
+    net = TorchNet(model, {k: torch.tensor(v) for k, v in first.items()} if isinstance(first, dict)
+                   else torch.tensor(first))                 # a copy: the batch may be read-only (np.load's mmap)
     store = BatchStore()
     saved = [(p, p.detach().clone()) for p in model.parameters()] if write else []      # measure writes nothing
     try:

@@ -53,3 +53,19 @@ def test_the_verdict_needs_a_margin_larger_than_the_seed_spread():
 
 def test_a_diverged_run_scores_chance():
     assert bench.mean_std([None, 0.5]) == (pytest.approx(0.3), pytest.approx(0.2))
+
+
+def test_the_resnet_head_arms_change_one_thing_after_our_gaussian_init():
+    """bench/torch_resnet_head.py: ``+kaiming-fc`` redraws only the classifier, ``+zero-bias`` only the biases."""
+    import torch_resnet_head as head
+
+    sample = np.random.default_rng(1).random((24, 1, 28, 28), dtype=np.float32)
+    ours = head.initialized("ours-gaussian", 0, sample).state_dict()
+    redrawn = head.initialized("ours-gaussian+kaiming-fc", 0, sample).state_dict()
+    unbiased = head.initialized("ours-gaussian+zero-bias", 0, sample).state_dict()
+    for name, value in ours.items():
+        assert torch.equal(redrawn[name], value) == (not name.startswith("fc.")), name
+        assert torch.equal(unbiased[name], value) == (not name.endswith("bias") or not value.any()), name
+    assert not redrawn["fc.bias"].any() and not any(v.any() for n, v in unbiased.items() if n.endswith("bias"))
+    with pytest.raises(ValueError, match="unknown change"):
+        head.initialized("ours-gaussian+nothing", 0, sample)

@@ -277,3 +277,23 @@ def test_a_transformer_block_is_initialized_per_token_channel_and_rescaled_witho
     held = " ".join(report["held"].values())
     assert "'norm' (LayerNorm" in held and "'mlp.1' (GELU" in held
     assert "mix" not in report["held"] and report["scale"]["mix"] < 0.5     # free through the permute: x10 undone
+
+
+def test_a_mobilenet_style_net_is_initialized_and_rescaled():
+    """Depthwise convolutions, BatchNorm, ReLU6, LeakyReLU, Hardswish and adaptive pooling: all three
+    entry points run; rescaling keeps the function and names ReLU6 and Hardswish as barriers."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU6(),
+                          nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.BatchNorm2d(16), nn.LeakyReLU(0.1),
+                          nn.Conv2d(16, 32, 1), nn.Hardswish(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(32, 10))
+    images = torch.from_numpy(_images(32, size=16))
+    mt.initialize(model, images, init="kmeans")
+    assert len(mt.measure(model, images)) > 0
+    before = model.eval()(images)
+    report = mt.rescale(model, images)["BetweenLayer"]
+    after = model(images)
+    factor = report["output_scale"]
+    assert float((after - factor * before).abs().max() / (factor * before).abs().max()) < 1e-5
+    held = " ".join(report["held"].values())
+    assert "(ReLU6," in held and "(Hardswish," in held

@@ -30,8 +30,9 @@ wall time and the largest peak RSS over repeats. Parts (``--parts``):
   less process start-up and imports, divided by that pass (the issue's target: within 2.5).
 - ``scaling``: ours on CaffeNet, ``--init kmeans``, for each ``--scaling`` sample size (the 160
   photos repeated): wall s and peak RSS MiB.
-- ``corpus``: ours, ``--init gaussian`` (the default), on four big nets of ``--corpus`` at their own
-  input size, 16 images (colorization: 8), ``--batch-size auto`` (the default; ``realnets.run_net``): wall s, peak RSS MiB.
+- ``corpus``: ours, ``--init gaussian`` (the default), on four big nets of ``--corpus`` and on
+  ResNet-152 (made from the corpus' ResNet-101 by ``deeper_resnet.py``), at their own input size,
+  16 images (colorization: 8), ``--batch-size auto`` (the default; ``realnets.run_net``): wall s, peak RSS MiB.
 
 ``--no-original`` runs only our side of ``vs``.
 """
@@ -57,8 +58,10 @@ INITS = ("kmeans", "gaussian")
 ORIGINAL_TYPE = {"kmeans": "kmeans", "gaussian": "elwise"}  # the original's -t for our --init
 PASS_CONFIGS = [("gaussian + Alg. 1", "gaussian", ["--no-between-layer"]), ("gaussian + both", "gaussian", []),
                 ("kmeans + both", "kmeans", [])]
-CORPUS_NETS = {"resnet__ResNet-101-deploy": 16, "inception__deploy_inception-v3": 16,
+CORPUS_NETS = {"resnet__ResNet-101-deploy": 16, "resnet__ResNet-152-deploy": 16, "inception__deploy_inception-v3": 16,
                "vgg__VGG_ILSVRC_19_layers_deploy": 16, "colorization__colorization_deploy_v2": 8}
+#: corpus nets made from another one by deeper_resnet.py (not in the real-nets folder): stem -> source stem
+MADE_NETS = {"resnet__ResNet-152-deploy": "resnet__ResNet-101-deploy"}
 BATCH = 16
 PARTS = ("vs", "passes", "scaling", "corpus")
 OUT = common.REPO / "out" / "vs-original"
@@ -161,10 +164,26 @@ def run_scaling(args, repeat, raw):
         log(repeat, "scaling %d" % images, runs[-1:])
 
 
+def corpus_path(corpus, stem):
+    """The prototxt of corpus net ``stem``: in ``corpus``, or made into OUT from a net there (``MADE_NETS``)."""
+    if stem not in MADE_NETS:
+        return Path(corpus) / (stem + ".prototxt")
+    import deeper_resnet
+    from google.protobuf import text_format
+    from magic_init.io import read_prototxt
+    source = MADE_NETS[stem]
+    path = OUT / (stem + ".prototxt")
+    OUT.mkdir(parents=True, exist_ok=True)
+    net = deeper_resnet.deepen(read_prototxt(str(Path(corpus) / (source + ".prototxt"))),
+                               deeper_resnet.RESNET152_BLOCKS)
+    path.write_text(text_format.MessageToString(net))
+    return path
+
+
 def run_corpus(args, repeat, raw):
     for stem, images in CORPUS_NETS.items():
         before = common.load_average()
-        record = realnets.run_net(Path(args.corpus) / (stem + ".prototxt"), OUT, images, "auto", None, 3600,
+        record = realnets.run_net(corpus_path(args.corpus, stem), OUT, images, "auto", None, 3600,
                                   data=common.photo_list(images))
         record.update(load_before=before, load_after=common.load_average(), images=images)
         raw.setdefault(stem, []).append(record)

@@ -101,3 +101,13 @@ def test_ours_on_the_small_net(caffe_env, tmp_path):
     assert configs["gaussian + both"]["passes"]["backward"] > 0
     assert written["passes"]["small5"]["gaussian_both_per_pass"] > 0
     assert "| small5 | kmeans | - |" in (tmp_path / "vs_original.md").read_text()
+
+
+def test_resnet_152_is_made_from_the_corpus_resnet_101(tmp_path, monkeypatch):
+    corpus = REPO.parent / "shared" / "realnets"
+    if not (corpus / "resnet__ResNet-101-deploy.prototxt").exists():
+        pytest.skip("no real-nets folder at %s" % corpus)
+    monkeypatch.setattr(vs_original, "OUT", tmp_path)
+    path = vs_original.corpus_path(corpus, "resnet__ResNet-152-deploy")
+    assert path.parent == tmp_path and path.read_text().count('type: "Convolution"') == 155
+    assert vs_original.corpus_path(corpus, "resnet__ResNet-50-deploy") == corpus / "resnet__ResNet-50-deploy.prototxt"

@@ -16,10 +16,14 @@ Arithmetic (B: the batch the net was built with; sizes in float32 elements, 4 by
 * pycaffe: Caffe keeps one data and one diff array per blob (in-place layers share them):
   ``per_image = 4 x 2 x (sum of the blobs) / B``.
 
-The batch is then ``min(cap, images, max(1, floor(budget / per_image)))``. What this leaves out
-(the library, the weights and their diffs, per-pass workspaces that do not grow with the batch) is
-not part of the budget; docs/RESULTS.md (section 0, "Issue 15") compares the estimate with the
-measured peaks.
+The weights and their gradients (the diffs the pass accumulates) are held during the pass too, so
+the batch gets what they leave of the budget, but at least a quarter of it (a net whose weights alone
+fill the budget, VGG's fully connected layers, still gets a few images per pass instead of one,
+which would stream its 400 MB layers once per image):
+``batch budget = max(budget - 2 x weight bytes, budget / 4)``. The batch is then
+``min(cap, images, max(1, floor(batch budget / per_image)))``. What this leaves out (the library,
+per-pass workspaces that do not grow with the batch) is not part of the budget; docs/RESULTS.md
+(section 0, "Issue 15") compares the estimate with the measured peaks.
 """
 from __future__ import annotations
 
@@ -133,10 +137,19 @@ def resolve_batch_size(net, batch_size, budget_mb, images=None) -> int:
     if batch_size != AUTO:
         return int(batch_size)
     per_image = pass_bytes_per_image(net)
-    chosen = choose_batch_size(per_image, budget_mb, images)
-    log.info("batch size %d: about %.0f MiB per image in a forward+backward pass, budget %d MiB",
-             chosen, per_image / 2 ** 20, budget_mb)
+    weights_mb = 2 * weight_bytes(net) / 2 ** 20
+    batch_mb = max(budget_mb - weights_mb, budget_mb / 4)
+    chosen = choose_batch_size(per_image, batch_mb, images)
+    log.info("batch size %d: about %.0f MiB per image in a forward+backward pass, %.0f MiB for the batch "
+             "(budget %d MiB less %.0f MiB of weights and their gradients, at least a quarter of it)",
+             chosen, per_image / 2 ** 20, batch_mb, budget_mb, weights_mb)
     return chosen
+
+
+def weight_bytes(net) -> int:
+    """Bytes of the net's parameter blobs (float32), each shared blob once."""
+    blobs = {id(blob): blob for blobs in net.params.values() for blob in blobs}
+    return FLOAT_BYTES * sum(int(blob.count) for blob in blobs.values())
 
 
 def build_batch(batch_size) -> int:

@@ -10,8 +10,8 @@ and without numpy, so that the CLI's --help reads them without importing the alg
 - RESCALE_FACTORS: what exact rescaling (``--load``) gives its own factor in Algorithm 2: each
   convolution output channel ("channel") or each layer ("layer", the paper's).
 - FIRST_ROUND_IMAGES: the images Algorithm 2's first measurement round uses when there are more.
-- MEMORY_LIMIT_MB: the memory budget (``--memory-limit``) of one forward+backward pass's batch
-  (``--batch-size auto``) and of the patches the data-driven inits gather.
+- MEMORY_LIMIT_MB: the memory budget (``--memory-limit``) of one forward+backward pass, the weights
+  and their gradients included (``--batch-size auto``), and of the patches the data-driven inits gather.
 - RATE_DEFINITIONS: the change rate Algorithm 2 equalizes ("gradient": from the measured weight
   gradients, Eq. 3; "eq4": the paper's factorized Eq. 4).
 """
@@ -27,7 +27,7 @@ NORMALIZE_UNITS = ("auto", "channel", "layer", "conv-layer")
 #: 6-7: each wins on the benchmark nets of its kind).
 DEFAULT_NORMALIZE = "auto"
 RESCALE_FACTORS = ("channel", "layer")
-#: MiB: the largest forward+backward pass ``--batch-size auto`` chooses, and the patches of
+#: MiB: the largest forward+backward pass ``--batch-size auto`` chooses (weights and gradients included), and the patches of
 #: pca/zca/kmeans/rand (never held at the same time).
 MEMORY_LIMIT_MB = 1024
 #: With two or more rounds, Algorithm 2's first measures on the sample's first this many images (one

@@ -116,7 +116,8 @@ def _common_options(func):
         click.option("--memory-limit", default=MEMORY_LIMIT_MB, show_default=True, type=click.IntRange(16),
                      metavar="MB", help="Memory budget, used twice (never at once): the patches gathered by "
                                         "pca/zca/kmeans/rand, and, with --batch-size auto, one forward+backward "
-                                        "pass of a batch (the library and the weights come on top)."),
+                                        "pass: the weights and their gradients, and the batch in what they leave "
+                                        "(at least a quarter; the library comes on top)."),
         click.option("--mean", metavar="B,G,R", callback=lambda ctx, param, text: _parse_floats(text, "--mean"),
                      help="Mean to subtract (overrides the prototxt's transform_param)."),
         click.option("--scale", type=FiniteFloat(), help="Multiply pixels by this after mean subtraction."),

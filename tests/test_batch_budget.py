@@ -35,6 +35,19 @@ def test_auto_batch_shrinks_with_a_small_budget():
     assert batch_budget.choose_batch_size(per_image, 1024, images=5) == 5             # nor above the sample
 
 
+def test_the_weights_and_their_gradients_come_out_of_the_budget_down_to_a_quarter_of_it(monkeypatch):
+    net = _net()
+    per_image = batch_budget.pass_bytes_per_image(net)
+    weights = batch_budget.weight_bytes(net)
+    assert weights == 4 * sum(b.data.size for blobs in net.params.values() for b in blobs)
+    mib = 2 ** 20
+    assert 2 * weights < 9 * per_image              # (so that three images are more than a quarter below)
+    assert batch_budget.resolve_batch_size(net, "auto", (2 * weights + 3.5 * per_image) / mib) == 3
+    budget = 32 * per_image / mib                   # a quarter of it holds eight images
+    monkeypatch.setattr(batch_budget, "weight_bytes", lambda net: 32 * per_image)    # weights fill it twice
+    assert batch_budget.resolve_batch_size(net, "auto", budget) == 8
+
+
 def test_an_explicit_batch_size_wins():
     net = _net()
     assert batch_budget.resolve_batch_size(net, 7, 0.001) == 7
@@ -52,5 +65,6 @@ def test_the_api_takes_its_auto_batch_from_the_memory_limit_it_is_given(caplog):
     per_image = batch_budget.pass_bytes_per_image(net)
     sample = np.random.default_rng(0).standard_normal((12,) + tuple(net.blobs[net.inputs[0]].shape[1:])).astype(np.float32)
     with caplog.at_level(logging.INFO, logger="magic_init.batch_budget"):
-        magic_init.initialize(net, sample, between_layer=False, memory_limit_mb=3 * per_image / 2 ** 20)
+        magic_init.initialize(net, sample, between_layer=False,
+                              memory_limit_mb=(2 * batch_budget.weight_bytes(net) + 3 * per_image) / 2 ** 20)
     assert any(record.getMessage().startswith("batch size 3:") for record in caplog.records)

@@ -78,9 +78,9 @@ def _affine(net, name, kind, param):
     if param is not None:
         groups = int(param.convolution_param.group)
     elif kind == "Convolution":
-        groups = max(1, net.blobs[net.bottom_names[name][0]].data.shape[1] // weight.shape[1])
+        groups = max(1, tuple(net.blobs[net.bottom_names[name][0]].shape)[1] // weight.shape[1])
     else:
-        groups = max(1, net.blobs[net.top_names[name][0]].data.shape[1] // weight.shape[1])
+        groups = max(1, tuple(net.blobs[net.top_names[name][0]].shape)[1] // weight.shape[1])
     geometry, error = None, None
     if param is None:
         error = "layer '%s': convolution geometry unknown (the net exposes no net_param)" % name
@@ -111,7 +111,7 @@ def scale_layer_problem(net, name, param, shared):
     bottoms = net.bottom_names[name]
     if len(bottoms) != 1 or name not in net.params or not len(net.params[name]):
         return "not homogeneous: its scale is a second bottom, y = x·s"
-    shape = net.blobs[bottoms[0]].data.shape
+    shape = tuple(net.blobs[bottoms[0]].shape)   # the shape only: reading .data would allocate the blob
     gamma = net.params[name][0].data
     axis = int(param.scale_param.axis) if param is not None else 1
     if len(shape) < 2 or (axis if axis >= 0 else axis + len(shape)) != 1 or gamma.shape != (shape[1],):

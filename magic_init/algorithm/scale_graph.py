@@ -171,7 +171,7 @@ class ScaleGraph:
         return self.names[source]
 
     def _channels(self, blob):
-        shape = self.net.blobs[blob].data.shape
+        shape = tuple(self.net.blobs[blob].shape)
         return shape[1] if len(shape) > 1 else 1
 
     def _trace(self, last):
@@ -228,7 +228,7 @@ class ScaleGraph:
 
     def _reshaped(self, src, bottom, top, where):
         """Channel sources after Flatten/Reshape: copied, expanded per spatial unit, or made uniform."""
-        channels, bshape = self._channels(top), self.net.blobs[bottom].data.shape
+        channels, bshape = self._channels(top), tuple(self.net.blobs[bottom].shape)
         if channels == len(src):
             return src
         spatial = int(np.prod(bshape[2:])) if len(bshape) > 2 else 1
@@ -245,8 +245,8 @@ class ScaleGraph:
         """Source per weight column: per bottom channel (conv/deconv/diagonal) or per flattened unit (linear)."""
         if op.affine.kind != d.LINEAR:
             return src
-        bottom = self.net.blobs[self.net.bottom_names[op.name][0]].data
-        spatial = int(np.prod(bottom.shape[2:])) if bottom.ndim > 2 else 1
+        shape = tuple(self.net.blobs[self.net.bottom_names[op.name][0]].shape)   # not .data: no allocation
+        spatial = int(np.prod(shape[2:])) if len(shape) > 2 else 1
         return np.repeat(src, spatial)
 
 

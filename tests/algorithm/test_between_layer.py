@@ -118,7 +118,7 @@ def stub_net(layers, shapes):
     1x1 convolutions and fully connected layers get weights of the shapes those imply, and the net
     its description from the Caffe adapter."""
     from types import SimpleNamespace
-    blobs = {name: SimpleNamespace(data=np.zeros(shape)) for name, shape in shapes.items()}
+    blobs = {name: SimpleNamespace(data=np.zeros(shape), shape=tuple(shape)) for name, shape in shapes.items()}
 
     def weight(bottom, top, kind):
         columns = (shapes[bottom][1], 1, 1) if kind == "Convolution" else (int(np.prod(shapes[bottom][1:])),)

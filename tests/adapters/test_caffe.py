@@ -100,3 +100,12 @@ layer { name: "b" type: "Convolution" bottom: "a" top: "b" param { name: "w" }
     description = adapter.describe(Net(parse_prototxt(text), seed=0))
     assert description.shared == {("b", 0): ("a", 0)}
     assert description.sharing_layers() == {"a": ["a", "b"]}
+
+
+def test_describing_a_net_reads_blob_shapes_and_allocates_no_activation():
+    """A net is built at the largest batch ``--batch-size auto`` may choose; describing it must not
+    materialize its blobs there (ResNet-152 at 16 images: 1.4 GB, docs/RESULTS.md 0d)."""
+    net = Net(parse_prototxt(NET), seed=0)
+    adapter.describe(net)
+    allocated = [name for name, blob in net.blobs.items() if blob._data_mirror is not None and name not in net.inputs]
+    assert not allocated

@@ -118,11 +118,18 @@ def check_state(model, affine, path, allowed=()):
         path: the output, for the message.
         allowed: layers that may stay all zero (the checkpoint's were).
     """
-    state = {name: [tensor.detach().cpu().float().numpy()] for name, tensor in model.state_dict().items()
+    import torch
+
+    state = {name: [_numpy(tensor.detach().cpu(), torch)] for name, tensor in model.state_dict().items()
              if tensor.is_floating_point()}
     check_finite(state, "refusing to write %s" % path, label=lambda name, index: "'%s'" % name)
     check_no_zero_affine(path, {layer: (kind, state[weight][0]) for layer, (kind, weight) in affine.items()},
                          allowed)
+
+
+def _numpy(tensor, torch):
+    """A CPU tensor as numpy; half and bfloat16 (which numpy lacks) widened to float32, others as they are."""
+    return (tensor.float() if tensor.dtype in (torch.bfloat16, torch.float16) else tensor).numpy()
 
 
 def save_state_dict(path, model):

@@ -246,6 +246,21 @@ def test_algorithm_1_normalizes_conv1d_3d_transposed_and_dilated_layers(build, s
     np.testing.assert_allclose(per_channel.std(1).numpy(), 1.0, atol=2e-2)
 
 
+def _rescale_keeping_the_function(model, images):
+    """``mt.rescale``, checked to keep the outputs up to its one positive factor (1e-5 relative).
+
+    Returns:
+        (Algorithm 2's report, its ``held`` reasons joined into one string)."""
+    with torch.no_grad():
+        before = model(images)
+    report = mt.rescale(model, images)["BetweenLayer"]
+    with torch.no_grad():
+        after = model(images)
+    factor = report["output_scale"]
+    assert float((after - factor * before).abs().max() / (factor * before).abs().max()) < 1e-5
+    return report, " ".join(report["held"].values())
+
+
 def test_a_transformer_block_is_initialized_per_token_channel_and_rescaled_without_changing_it():
     """Linear layers over tokens (N, T, C) get Algorithm 1's statistics per channel of the last axis;
     rescaling holds the layers whose scale reaches LayerNorm, attention or GELU, naming them, and
@@ -269,13 +284,7 @@ def test_a_transformer_block_is_initialized_per_token_channel_and_rescaled_witho
 
     with torch.no_grad():
         model.mix.weight.mul_(10.0)
-        before = model(images)
-    report = mt.rescale(model, images)["BetweenLayer"]
-    with torch.no_grad():
-        after = model(images)
-    factor = report["output_scale"]
-    assert float((after - factor * before).abs().max() / (factor * before).abs().max()) < 1e-5
-    held = " ".join(report["held"].values())
+    report, held = _rescale_keeping_the_function(model, images)
     assert "'norm' (LayerNorm" in held and "'mlp.1' (GELU" in held
     assert "mix" not in report["held"] and report["scale"]["mix"] < 0.5     # free through the permute: x10 undone
 
@@ -291,12 +300,5 @@ def test_a_mobilenet_style_net_is_initialized_and_rescaled():
     images = torch.from_numpy(_images(32, size=16))
     mt.initialize(model, images, init="kmeans")
     assert len(mt.measure(model, images)) > 0
-    with torch.no_grad():
-        before = model.eval()(images)
-    report = mt.rescale(model, images)["BetweenLayer"]
-    with torch.no_grad():
-        after = model(images)
-    factor = report["output_scale"]
-    assert float((after - factor * before).abs().max() / (factor * before).abs().max()) < 1e-5
-    held = " ".join(report["held"].values())
+    _, held = _rescale_keeping_the_function(model.eval(), images)
     assert "(ReLU6," in held and "(Hardswish," in held

@@ -83,9 +83,18 @@ def select_layers(net, layers=None):
 
 def check_finite_input(net, runner, name):
     """Raise MagicInitError when the input of layer ``name`` holds NaN or Inf on the sample (from the
-    sample or a kept layer below): its μ and σ, and so the layer's weights, would be NaN."""
+    sample or a kept layer below): its μ and σ, and so the layer's weights, would be NaN. Reads the
+    runner's cached inputs (the runner stands just below the layer)."""
     bottom = net.bottom_names[name][0]
-    if not all(np.all(np.isfinite(live[bottom])) for live in runner.live_batches() if bottom in live):
+    for live in runner.live_batches():
+        if bottom in live:
+            check_finite_batch(name, bottom, live[bottom])
+
+
+def check_finite_batch(name, bottom, values):
+    """Raise MagicInitError (as ``check_finite_input``) when one batch of layer ``name``'s input
+    ``bottom`` holds NaN or Inf."""
+    if not np.all(np.isfinite(values)):
         raise MagicInitError("layer '%s': its input '%s' is not finite on the sample (NaN or Inf from the "
                              "sample or a layer below it, e.g. loaded weights)" % (name, bottom))
 
@@ -125,6 +134,17 @@ def set_output_rows(kind, weight, rows, group):
     weight[...] = np.moveaxis(w, 1, 2).reshape(weight.shape)
 
 
+def scale_output_rows(kind, weight, scale, group):
+    """Multiply output row i of ``weight`` (as ``output_view`` sees it) by ``scale[i]``, in place (no
+    temporary the size of the weights where the rows are a view of the blob)."""
+    factors = scale[:, None].astype(np.float32)
+    rows = output_view(kind, weight, group)
+    if kind != DECONV and np.may_share_memory(rows, weight):
+        rows *= factors
+    else:
+        set_output_rows(kind, weight, rows * factors, group)
+
+
 def normalize_rows(mean, std, beta, unit="channel"):
     """Per-channel (scale, bias, dead) of Algorithm 1: 1/σ and β − μ/σ ("channel"), or 1/σ_L and
     β − μ/σ_L with σ_L the root-mean-square σ of the live channels ("layer"); dead channels (σ≈0)
@@ -141,7 +161,11 @@ def _correct_cached(runner, net, top, scale, bias):
     """Apply z ← scale·z + bias per channel to the cached ``top`` (what the new weights would give)."""
     shape = (1, -1) + (1,) * (net.blobs[top].data.ndim - 2)
     a, c = scale.reshape(shape).astype(np.float32), bias.reshape(shape).astype(np.float32)
-    runner.map_cached(top, lambda z: z * a + c)
+    def corrected(z):
+        out = z * a
+        out += c
+        return out
+    runner.map_cached(top, corrected)
 
 
 def _shared_weight_keepers(net, selected, shared):
@@ -232,6 +256,10 @@ class WithinLayer:
             reports.append(self.initialize_layer(net, runner, index, shared, keepers.get(name)))
         return reports
 
+    def _reads_patches(self, kind):
+        """Whether drawing the rows of an affine layer of ``kind`` reads its input patches."""
+        return self.init != "gaussian" and kind != DECONV and (kind != LINEAR or self.data_driven_fc)
+
     def _kind_for(self, kind):
         """The init an affine layer of ``kind`` is asked for (fully connected: gaussian unless --data-driven-fc)."""
         return "gaussian" if kind == LINEAR and not self.data_driven_fc else self.init
@@ -248,9 +276,15 @@ class WithinLayer:
 
     def _initialize_layer(self, net, runner, index, shared, weights_from):
         name, affine = net.layer_names[index], describe(net).ops[index].affine
-        with span("forward"):
-            runner.advance(index - 1)
-        check_finite_input(net, runner, name)
+        bottom, top = net.bottom_names[name][0], net.top_names[name][0]
+        # The runner stops below the layer only where its cached inputs are read: for the patches
+        # of a data-driven init (or when the layer overwrites its input). Otherwise the weights are
+        # drawn first and each batch's input is checked while the forward has it.
+        stop_below = (weights_from is None and self._reads_patches(affine.kind)) or bottom == top
+        if stop_below:
+            with span("forward"):
+                runner.advance(index - 1)
+            check_finite_input(net, runner, name)
         blobs = net.params[name]
         own_bias = len(blobs) > 1 and (name, 1) not in (shared or {})
         if weights_from is None:
@@ -258,11 +292,14 @@ class WithinLayer:
                 used, reason = self.draw_weights(net, runner, index)
         if own_bias:
             blobs[1].data[...] = 0
-        top = net.top_names[name][0]
         state = {}
+
+        def on_batch(_):
+            if not stop_below:
+                check_finite_batch(name, bottom, net.blobs[bottom].data)
+            state["sums"] = accumulate_channels(net.blobs[top].data, state.get("sums"))
         with span("forward"):
-            runner.advance(index, on_batch=lambda i: state.update(
-                sums=accumulate_channels(net.blobs[top].data, state.get("sums"))))
+            runner.advance(index, on_batch=on_batch)
         mean, std = channel_moments(state["sums"])
         bad = ~(np.isfinite(mean) & np.isfinite(std))
         if bad.any():
@@ -284,8 +321,7 @@ class WithinLayer:
             if flipped.any():
                 log.info("layer '%s' has no bias: %d row(s) negated so that their mean output is not below 0",
                          name, int(flipped.sum()))
-        rows = output_view(affine.kind, blobs[0].data, affine.groups)
-        set_output_rows(affine.kind, blobs[0].data, rows * scale[:, None].astype(np.float32), affine.groups)
+        scale_output_rows(affine.kind, blobs[0].data, scale, affine.groups)
         if own_bias:
             blobs[1].data[...] = bias.astype(np.float32)
         else:

@@ -183,8 +183,9 @@ def test_fixed_seed_gives_identical_weights():
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("init", ["gaussian", "kmeans"])     # input checked while forwarding / from the cache
 @pytest.mark.parametrize("where", ["conv1", "sample"])
-def test_a_nonfinite_input_raises_naming_the_layer(where):
+def test_a_nonfinite_input_raises_naming_the_layer(where, init):
     """A NaN in a kept (loaded) layer below, or an Inf in the sample, would make μ, σ and so the weights NaN."""
     net, x = small_convnet(), sample()
     layers = ["conv2", "fc3", "fc4"] if where == "conv1" else None
@@ -195,7 +196,7 @@ def test_a_nonfinite_input_raises_naming_the_layer(where):
         x[5, 0, 2, 2] = -np.inf
     first = "conv2" if where == "conv1" else "conv1"
     with pytest.raises(MagicInitError, match="layer '%s': its input .* is not finite" % first):
-        WithinLayer(layers=layers)(net, SampleRunner(net, x, 8))
+        WithinLayer(init=init, layers=layers)(net, SampleRunner(net, x, 8))
 
 
 @pytest.mark.parametrize("init", ["gaussian", "kmeans"])

@@ -257,8 +257,9 @@ class WithinLayer:
         return reports
 
     def _reads_patches(self, kind):
-        """Whether drawing the rows of an affine layer of ``kind`` reads its input patches."""
-        return self.init != "gaussian" and kind != DECONV and (kind != LINEAR or self.data_driven_fc)
+        """Whether drawing the rows of an affine layer of ``kind`` reads its input patches: a
+        data-driven init asked for (``_kind_for``) on a layer that has one (not ``DECONV``)."""
+        return self._kind_for(kind) != "gaussian" and kind != DECONV
 
     def _kind_for(self, kind):
         """The init an affine layer of ``kind`` is asked for (fully connected: gaussian unless --data-driven-fc)."""

@@ -12,6 +12,9 @@ and without numpy, so that the CLI's --help reads them without importing the alg
 - FIRST_ROUND_IMAGES: the images Algorithm 2's first measurement round uses when there are more.
 - MEMORY_LIMIT_MB: the memory budget (``--memory-limit``) of one forward+backward pass, the weights
   and their gradients included (``--batch-size auto``), and of the patches the data-driven inits gather.
+- MAX_PATCHES: input patches the data-driven inits gather per layer (``--max-patches``).
+- WHITENING_RANK: kmeans and rand whiten the leading WHITENING_RANK·m principal directions of a
+  layer's patches for m outputs (``--whitening-rank``; the original code whitened m).
 - RATE_DEFINITIONS: the change rate Algorithm 2 equalizes ("gradient": from the measured weight
   gradients, Eq. 3; "eq4": the paper's factorized Eq. 4).
 """
@@ -34,6 +37,10 @@ MEMORY_LIMIT_MB = 1024
 #: block of rates.RATE_BLOCK): it only has to bring the rates near each other; the last round
 #: measures on the whole sample and sets the final scales (0 or None: every round on the whole sample).
 FIRST_ROUND_IMAGES = 16
+#: Input patches pca/zca/kmeans/rand gather per layer, at most (sampled locations over the whole sample).
+MAX_PATCHES = 5000
+#: Principal directions kmeans and rand whiten, per output of the layer (``weight_init.kmeans``).
+WHITENING_RANK = 2.0
 
 
 def check_init(kind, allowed=INIT_KINDS):

@@ -22,12 +22,12 @@ import click
 
 from magic_init import __version__, memory, resources
 from magic_init.batch_budget import AUTO, MAX_AUTO_BATCH, resolve_batch_size
-from magic_init.choices import (DEFAULT_NORMALIZE, FIRST_ROUND_IMAGES, INIT_KINDS, MEMORY_LIMIT_MB, NORMALIZE_UNITS,
-                                RATE_DEFINITIONS, RESCALE_FACTORS)
+from magic_init.choices import (DEFAULT_NORMALIZE, FIRST_ROUND_IMAGES, INIT_KINDS, MAX_PATCHES, MEMORY_LIMIT_MB,
+                                NORMALIZE_UNITS, RATE_DEFINITIONS, RESCALE_FACTORS, WHITENING_RANK)
 from magic_init.errors import MagicInitError
 from magic_init.io import STDOUT, atomic_write, check_output, same_file
 
-FULL_MAX_PATCHES, FAST_MAX_PATCHES = 10000, 2000  # sample rows gathered per layer for data-driven inits
+FAST_MAX_PATCHES = 2000  # sample rows gathered per layer for data-driven inits with --fast
 log = logging.getLogger("magic_init")
 NOTHING_TO_DO = "nothing to do: both Algorithm 1 (--within-layer) and Algorithm 2 (--between-layer) are off"
 
@@ -330,6 +330,11 @@ def cli():
 @click.option("--whitening-eps", default=1e-3, show_default=True, type=FiniteFloat(0, closed=False),
               help="Whitening regularization of pca/zca/kmeans/rand: ε added to the patch covariance's "
                    "eigenvalues, relative to their mean (larger: smoother filters).")
+@click.option("--max-patches", default=MAX_PATCHES, show_default=True, type=click.IntRange(1),
+              help="Input patches pca/zca/kmeans/rand gather per layer (at locations sampled over the whole sample).")
+@click.option("--whitening-rank", default=WHITENING_RANK, show_default=True, type=FiniteFloat(1),
+              help="kmeans/rand whiten the leading R·m principal directions of a layer's patches for m outputs "
+                   "(the original code: 1).")
 @click.option("--normalize", type=click.Choice(NORMALIZE_UNITS), default=DEFAULT_NORMALIZE, show_default=True,
               help="What Algorithm 1 scales to unit variance: each output channel (the paper's Alg. 1), "
                    "the layer as a whole (one factor per layer: the drawn rows keep their relative norms), "
@@ -349,8 +354,8 @@ def cli():
 @click.option("--zero-all", is_flag=True, help="Re-initialize every affine layer, even those with weights.")
 @click.option("--zero-from", metavar="LAYER", help="Re-initialize LAYER and every affine layer after it.")
 @click.option("--fast", is_flag=True,
-              help="Fast mode: gather at most %d patches per layer for pca/zca/kmeans/rand (instead of %d) and "
-                   "measure change rates once (--rounds 1)." % (FAST_MAX_PATCHES, FULL_MAX_PATCHES))
+              help="Fast mode: gather at most %d patches per layer for pca/zca/kmeans/rand (at most --max-patches) "
+                   "and measure change rates once (--rounds 1)." % FAST_MAX_PATCHES)
 @click.option("--overwrite", is_flag=True, help="Allow OUTPUT to be the --load file.")
 @_common_options
 def init_command(prototxt, output, **kw):
@@ -380,8 +385,9 @@ def init_command(prototxt, output, **kw):
     passes = build_passes(
         within_layer=within, between_layer=kw["between_layer"], init=kw["init"], beta=kw["beta"],
         layers=plan.initialize, seed=kw["seed"], max_patch_mb=kw["memory_limit"],
-        max_patches=FAST_MAX_PATCHES if kw["fast"] else FULL_MAX_PATCHES, data_driven_fc=kw["data_driven_fc"],
-        stats_dropout=kw["stats_dropout"], whitening_eps=kw["whitening_eps"], alpha=kw["alpha"],
+        max_patches=min(FAST_MAX_PATCHES, kw["max_patches"]) if kw["fast"] else kw["max_patches"],
+        data_driven_fc=kw["data_driven_fc"], stats_dropout=kw["stats_dropout"], whitening_eps=kw["whitening_eps"],
+        whitening_rank=kw["whitening_rank"], alpha=kw["alpha"],
         max_iter=kw["max_iter"], tol=math.log1p(kw["tol"]), rounds=1 if kw["fast"] else kw["rounds"],
         rate=kw["rate"], verify=verbose >= 1, rate_dropout=kw["rate_dropout"], normalize=kw["normalize"],
         # nothing re-initialized: the loaded model is rescaled, keep its function

@@ -24,7 +24,8 @@ from magic_init.batch_budget import AUTO, resolve_batch_size
 from magic_init.batch_store import BatchStore
 from magic_init.algorithm.weight_init import WHITENING_EPS
 from magic_init.algorithm.within_layer import WithinLayer
-from magic_init.choices import DEFAULT_NORMALIZE, FIRST_ROUND_IMAGES, INIT_KINDS, MEMORY_LIMIT_MB, check_factors
+from magic_init.choices import (DEFAULT_NORMALIZE, FIRST_ROUND_IMAGES, INIT_KINDS, MAX_PATCHES, MEMORY_LIMIT_MB,
+                                WHITENING_RANK, check_factors)
 from magic_init.memory import release_freed_memory
 
 __all__ = ["initialize", "rescale", "build_passes", "run_passes", "WithinLayer", "BetweenLayer", "SampleRunner", "INIT_KINDS"]
@@ -46,13 +47,16 @@ def run_passes(net, sample, passes, batch_size=16, progress=False, memory_limit_
     runner = SampleRunner(net, sample, batch_size, progress=progress)
     report, seconds = {}, {}
     try:
-        for step in passes:
+        for position, step in enumerate(passes, 1):
             began = time.perf_counter()
             key = type(step).__name__
             report[key] = step(net, runner)
             seconds[key] = time.perf_counter() - began
             log.info("%s done in %.2f s", key, seconds[key])
-            release_freed_memory()
+            if position == len(passes):
+                # after the last pass only: the next pass reuses what one frees (handing it back
+                # in between made Algorithm 2's first batches fault it all in again)
+                release_freed_memory()
     finally:
         runner.close()
     report["seconds"] = seconds
@@ -60,8 +64,9 @@ def run_passes(net, sample, passes, batch_size=16, progress=False, memory_limit_
 
 
 def build_passes(within_layer=True, between_layer=True, init="gaussian", beta=0.1, layers=None, seed=0,
-                 max_patches=10000, max_patch_mb=MEMORY_LIMIT_MB, data_driven_fc=False, stats_dropout=True,
-                 whitening_eps=WHITENING_EPS, alpha=0.25, max_iter=10, tol=DEFAULT_TOL, rounds=2, rate="gradient",
+                 max_patches=MAX_PATCHES, max_patch_mb=MEMORY_LIMIT_MB, data_driven_fc=False, stats_dropout=True,
+                 whitening_eps=WHITENING_EPS, whitening_rank=WHITENING_RANK, alpha=0.25, max_iter=10, tol=DEFAULT_TOL,
+                 rounds=2, rate="gradient",
                  exact=False, verify=False, rate_dropout=True, normalize=DEFAULT_NORMALIZE, factors="channel",
                  first_round_images=FIRST_ROUND_IMAGES):
     """The passes of one run, validated before any of them runs (an unknown ``init`` or ``rate``
@@ -88,7 +93,7 @@ def build_passes(within_layer=True, between_layer=True, init="gaussian", beta=0.
     if within_layer:
         passes.append(WithinLayer(init=init, beta=beta, layers=layers, seed=seed, max_patches=max_patches,
                                   max_patch_mb=max_patch_mb, data_driven_fc=data_driven_fc, dropout=stats_dropout,
-                                  whitening_eps=whitening_eps, normalize=normalize))
+                                  whitening_eps=whitening_eps, normalize=normalize, whitening_rank=whitening_rank))
     if between_layer:
         passes.append(BetweenLayer(alpha=alpha, max_iter=max_iter, tol=tol, seed=seed + 1, rounds=rounds, rate=rate,
                                    exact=exact, verify=verify, dropout=rate_dropout, channels=factors == "channel",
@@ -98,9 +103,9 @@ def build_passes(within_layer=True, between_layer=True, init="gaussian", beta=0.
 
 def initialize(net, sample, init="gaussian", beta=0.1, between_layer=True, alpha=0.25, max_iter=10,
                tol=DEFAULT_TOL, batch_size=AUTO, layers=None, seed=0,
-               max_patches=10000, max_patch_mb=MEMORY_LIMIT_MB, rounds=2, rate="gradient", progress=False, verify=False,
-               data_driven_fc=False, rate_dropout=True, stats_dropout=True, normalize=DEFAULT_NORMALIZE,
-               memory_limit_mb=MEMORY_LIMIT_MB):
+               max_patches=MAX_PATCHES, max_patch_mb=MEMORY_LIMIT_MB, rounds=2, rate="gradient", progress=False,
+               verify=False, data_driven_fc=False, rate_dropout=True, stats_dropout=True, normalize=DEFAULT_NORMALIZE,
+               memory_limit_mb=MEMORY_LIMIT_MB, whitening_rank=WHITENING_RANK):
     """Algorithm 1 on the affine layers named in ``layers`` (None: every affine layer; the others keep
     their weights), then, with ``between_layer``, Algorithm 2 on all affine layers (LRN passed
     approximately: the net is being initialized, its function need not be kept). ``verify``: Algorithm 2
@@ -131,7 +136,8 @@ def initialize(net, sample, init="gaussian", beta=0.1, between_layer=True, alpha
             forward+backward pass fits ``memory_limit_mb`` (see ``run_passes``).
         layers: Names of the affine layers Algorithm 1 initializes; None (the default): every one.
         seed: Seed of Algorithm 1's random draws (default 0); Algorithm 2 draws its η with ``seed + 1``.
-        max_patches: Input patches gathered per layer for a data-driven ``init``, at most (default 10000).
+        max_patches: Input patches gathered per layer for a data-driven ``init``, at most (default
+            ``choices.MAX_PATCHES``).
         max_patch_mb: MiB of float32 those patches may take, at most (default 1024).
         rounds: Algorithm 2's measurement rounds, one forward+backward pass each (default 2).
         rate: The change rate Algorithm 2 equalizes: "gradient" (the default, from the measured
@@ -144,6 +150,8 @@ def initialize(net, sample, init="gaussian", beta=0.1, between_layer=True, alpha
         normalize: "auto" (``DEFAULT_NORMALIZE``, the default: ``within_layer.auto_unit``), "conv-layer",
             "channel" or "layer"; another value raises ValueError.
         memory_limit_mb: The MiB budget of ``batch_size="auto"`` (default ``choices.MEMORY_LIMIT_MB``).
+        whitening_rank: kmeans and rand whiten the leading ``whitening_rank``·m principal directions of
+            a layer's patches for m outputs (default ``choices.WHITENING_RANK``).
 
     Returns:
         A dict: ``"WithinLayer"``: Algorithm 1's list of per-layer report dicts; ``"BetweenLayer"``
@@ -154,7 +162,8 @@ def initialize(net, sample, init="gaussian", beta=0.1, between_layer=True, alpha
     passes = build_passes(between_layer=between_layer, init=init, beta=beta, layers=layers, seed=seed,
                           max_patches=max_patches, max_patch_mb=max_patch_mb, data_driven_fc=data_driven_fc,
                           stats_dropout=stats_dropout, alpha=alpha, max_iter=max_iter, tol=tol, rounds=rounds,
-                          rate=rate, verify=verify, rate_dropout=rate_dropout, normalize=normalize)
+                          rate=rate, verify=verify, rate_dropout=rate_dropout, normalize=normalize,
+                          whitening_rank=whitening_rank)
     return run_passes(net, sample, passes, batch_size, progress=progress, memory_limit_mb=memory_limit_mb)
 
 

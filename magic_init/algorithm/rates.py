@@ -46,7 +46,7 @@ import numpy as np
 
 from magic_init.algorithm import patches
 from magic_init.algorithm.description import DECONV, DIAGONAL, LINEAR, describe
-from magic_init.algorithm.channel_sums import channel_squares
+from magic_init.algorithm.channel_sums import channel_squares_per_image
 from magic_init.choices import check_rate
 from magic_init.algorithm.runner import load_blobs, training_dropout
 from magic_init.algorithm.within_layer import output_view
@@ -172,12 +172,12 @@ def _column_square(kind, bottom):
     if kind == LINEAR:
         flat = bottom.reshape(len(bottom), -1)
         return np.einsum("nj,nj->j", flat, flat, dtype=np.float64), len(bottom)
-    return channel_squares(bottom), bottom.size // bottom.shape[1]
+    return channel_squares_per_image(bottom), bottom.size // bottom.shape[1]
 
 
 def _group_gradient(top_diff, group):
     """Σ over images of ‖y‖² per output group."""
-    return channel_squares(top_diff).reshape(group, -1).sum(axis=1)
+    return channel_squares_per_image(top_diff).reshape(group, -1).sum(axis=1)
 
 
 class RateMeter:

@@ -10,10 +10,12 @@ whitening map is P = diag(λ+ε)^(-1/2) Vᵀ (PCA) or Vᵀ-rotated back, Z = V P
 from __future__ import annotations
 
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from magic_init.choices import DATA_DRIVEN_KINDS, check_init
+from magic_init.choices import DATA_DRIVEN_KINDS, WHITENING_RANK, check_init
 from magic_init.timing import timed
 
 log = logging.getLogger(__name__)
@@ -57,8 +59,18 @@ def _check_variance(total_variance, mean):
         raise DegenerateSample("zero-variance patches (constant on the sample)")
 
 
+#: Weights of at least this many entries are drawn in chunks of this size, each from its own generator
+#: seeded from ``rng``, on as many threads as there are CPUs (numpy fills without the GIL). The draws
+#: depend on the chunking only, not on the number of threads.
+GAUSSIAN_CHUNK = 1 << 22
+
+
 def gaussian(shape, rng, out=None):
     """W ~ N(0, I) of the given shape (Algorithm 1, first line), float32.
+
+    An array of fewer than ``GAUSSIAN_CHUNK`` entries is one draw from ``rng``; a larger one (a fully
+    connected layer) is drawn chunk by chunk in parallel, chunk c from a generator seeded with the
+    c-th of the seeds drawn from ``rng`` (``_parallel_normal``).
 
     Args:
         shape: the weight's shape.
@@ -68,12 +80,27 @@ def gaussian(shape, rng, out=None):
 
     Returns:
         The drawn array (``out`` when given and usable)."""
-    if out is not None and out.dtype == np.float32 and out.flags.c_contiguous and out.shape == tuple(shape):
-        return rng.standard_normal(dtype=np.float32, out=out)
-    drawn = rng.standard_normal(shape, dtype=np.float32)
-    if out is not None:
-        out[...] = drawn
-    return drawn
+    usable = out is not None and out.dtype == np.float32 and out.flags.c_contiguous and out.shape == tuple(shape)
+    target = out if usable else np.empty(shape, dtype=np.float32)
+    if target.size < GAUSSIAN_CHUNK:
+        rng.standard_normal(dtype=np.float32, out=target)
+    else:
+        _parallel_normal(target.reshape(-1), rng)
+    if out is not None and not usable:
+        out[...] = target
+    return target
+
+
+def _parallel_normal(flat, rng):
+    """Fill the 1-D float32 ``flat`` with N(0, 1) draws, chunk by chunk on a thread pool."""
+    starts = range(0, flat.size, GAUSSIAN_CHUNK)
+    seeds = rng.integers(0, 2 ** 63 - 1, size=len(starts), dtype=np.int64)
+
+    def fill(job):
+        start, seed = job
+        np.random.default_rng(int(seed)).standard_normal(dtype=np.float32, out=flat[start:start + GAUSSIAN_CHUNK])
+    with ThreadPoolExecutor(max_workers=max(1, min(len(starts), os.cpu_count() or 1))) as pool:
+        list(pool.map(fill, zip(starts, seeds)))
 
 
 def _orthonormal(y):
@@ -183,11 +210,13 @@ def zca(patches, m, rng, eps=WHITENING_EPS):
 def _white_unit_rows(patches, eps, rank):
     """Whitened patches, each normalized to unit length, and the map P back to input space.
 
-    Only the leading ``rank`` principal directions are whitened (we use 2m for m clusters; the
-    original code used m): the rest of the spectrum is mostly noise and would cost O(d³)."""
+    Only the leading ``rank`` principal directions are whitened (``WHITENING_RANK``·m for m clusters):
+    the rest of the spectrum is mostly noise and would cost O(d³). The whitened rows are
+    (x−μ)·P = x·P − μ·P (no centered copy of the patches)."""
     mean, values, vectors = whitening(patches, eps, rank)
     project = vectors / np.sqrt(values)              # d × k: x ↦ (x-μ)·project is white
-    white = (np.asarray(patches, dtype=np.float32) - mean.astype(np.float32)).dot(project.astype(np.float32))
+    white = np.asarray(patches, dtype=np.float32).dot(project.astype(np.float32))
+    white -= mean.dot(project).astype(np.float32)
     norms = np.linalg.norm(white, axis=1, keepdims=True)
     return (white / np.maximum(norms, 1e-12)).astype(np.float32), project
 
@@ -234,34 +263,44 @@ def _cluster_sums(points, labels, k):
     return indicator.dot(points), counts
 
 
-def kmeans(patches, m, rng, eps=WHITENING_EPS):
+def _rank(m, rank):
+    """Directions to whiten for m outputs: ``rank``·m, at least m."""
+    return max(m, int(round(rank * m)))
+
+
+def kmeans(patches, m, rng, eps=WHITENING_EPS, rank=WHITENING_RANK):
     """Spherical k-means on whitened, length-normalized patches; centroid c ↦ weight row Pc.
 
     The output of row i on x is ⟨c_i, white(x)⟩, the similarity to centroid i (paper §3.3).
+    ``rank``: the leading ``rank``·m principal directions are whitened (``WHITENING_RANK``).
     """
-    white, project = _white_unit_rows(patches, eps, 2 * m)
+    white, project = _white_unit_rows(patches, eps, _rank(m, rank))
     centroids = spherical_kmeans(white, m, rng)
     return centroids.dot(project.T).astype(np.float32)
 
 
-def rand(patches, m, rng, eps=WHITENING_EPS):
-    """m random whitened, length-normalized sample patches used as centroids (the original's ``rand``)."""
-    white, project = _white_unit_rows(patches, eps, 2 * m)
+def rand(patches, m, rng, eps=WHITENING_EPS, rank=WHITENING_RANK):
+    """m random whitened, length-normalized sample patches used as centroids (the original's ``rand``);
+    ``rank`` as in ``kmeans``."""
+    white, project = _white_unit_rows(patches, eps, _rank(m, rank))
     chosen = white[rng.choice(len(white), size=m, replace=False)]
     return chosen.dot(project.T).astype(np.float32)
 
 
 _DATA_DRIVEN = {"pca": pca, "zca": zca, "kmeans": kmeans, "rand": rand}
+#: The inits that whiten a chosen number of leading directions (``rank``); pca whitens m, zca all.
+_RANKED = ("kmeans", "rand")
 
 
-def data_driven(kind, patches, m, rng, eps=WHITENING_EPS):
-    """W (m × d) from the patches by ``kind``, whitening regularized by ``eps``; None when the sample
-    cannot drive it (``sample_problem``: too few rows, n < m; constant or non-finite patches) or the
-    rows come out non-finite. ``data_driven_or_reason`` says why."""
-    return data_driven_or_reason(kind, patches, m, rng, eps)[0]
+def data_driven(kind, patches, m, rng, eps=WHITENING_EPS, rank=WHITENING_RANK):
+    """W (m × d) from the patches by ``kind``, whitening regularized by ``eps`` (and, for kmeans and rand,
+    of the leading ``rank``·m directions); None when the sample cannot drive it (``sample_problem``: too
+    few rows, n < m; constant or non-finite patches) or the rows come out non-finite.
+    ``data_driven_or_reason`` says why."""
+    return data_driven_or_reason(kind, patches, m, rng, eps, rank)[0]
 
 
-def data_driven_or_reason(kind, patches, m, rng, eps=WHITENING_EPS):
+def data_driven_or_reason(kind, patches, m, rng, eps=WHITENING_EPS, rank=WHITENING_RANK):
     """(W, "") as ``data_driven``, or (None, why the sample cannot drive a ``kind`` init).
 
     The checks draw nothing from ``rng``: a usable sample gives the same rows as before them."""
@@ -273,7 +312,8 @@ def data_driven_or_reason(kind, patches, m, rng, eps=WHITENING_EPS):
         return None, problem
     try:
         with np.errstate(all="ignore"):
-            rows = _DATA_DRIVEN[kind](patches, m, rng, eps=eps)
+            extra = {"rank": rank} if kind in _RANKED else {}
+            rows = _DATA_DRIVEN[kind](patches, m, rng, eps=eps, **extra)
     except (DegenerateSample, np.linalg.LinAlgError) as error:
         return None, str(error) or type(error).__name__
     if not np.all(np.isfinite(rows)):

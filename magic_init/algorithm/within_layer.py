@@ -50,7 +50,8 @@ from magic_init.algorithm import patches, weight_init
 from magic_init.algorithm.description import CONV, DECONV, LINEAR, describe
 from magic_init.algorithm.channel_sums import channel_sums, channel_squares
 from magic_init.algorithm.runner import training_dropout
-from magic_init.choices import DATA_DRIVEN_KINDS, DEFAULT_NORMALIZE, MEMORY_LIMIT_MB, check_init, check_normalize
+from magic_init.choices import (DATA_DRIVEN_KINDS, DEFAULT_NORMALIZE, MAX_PATCHES, MEMORY_LIMIT_MB, check_init,
+                                check_normalize)
 from magic_init.errors import MagicInitError, NetDefinitionError
 from magic_init.progress import VERBOSE
 from magic_init.timing import span
@@ -221,14 +222,15 @@ class WithinLayer:
     """Algorithm 1 as a pass: ``WithinLayer(init='kmeans', beta=0.1)(net, runner) -> [layer reports]``."""
 
     def __init__(self, init="gaussian", beta=0.1, layers=None, seed=0,
-                 max_patches=10000, max_patch_mb=MEMORY_LIMIT_MB, data_driven_fc=False, dropout=True,
-                 whitening_eps=weight_init.WHITENING_EPS, normalize=DEFAULT_NORMALIZE):
+                 max_patches=MAX_PATCHES, max_patch_mb=MEMORY_LIMIT_MB, data_driven_fc=False, dropout=True,
+                 whitening_eps=weight_init.WHITENING_EPS, normalize=DEFAULT_NORMALIZE,
+                 whitening_rank=weight_init.WHITENING_RANK):
         check_init(init)
         check_normalize(normalize)
         self.normalize = normalize
         self.init, self.beta = init, beta
         self.data_driven_fc, self.dropout = data_driven_fc, dropout
-        self.seed, self.whitening_eps = seed, whitening_eps
+        self.seed, self.whitening_eps, self.whitening_rank = seed, whitening_eps, whitening_rank
         self.layers = None if layers is None else list(layers)
         self.rng = np.random.default_rng(seed)
         self.max_patches, self.max_patch_mb = max_patches, max_patch_mb
@@ -415,7 +417,7 @@ class WithinLayer:
         rows, failed = [], {}
         for g, group_patches in enumerate(groups):
             drawn, problem = weight_init.data_driven_or_reason(self.init, group_patches, per_group, self.rng,
-                                                               self.whitening_eps)
+                                                               self.whitening_eps, self.whitening_rank)
             if drawn is None:
                 failed.setdefault(problem, []).append(g)
                 drawn = weight_init.gaussian((per_group, group_patches.shape[1]), self.rng)

@@ -9,7 +9,11 @@ has fewer, one warning says how many were asked for, read and skipped.
 from __future__ import annotations
 
 import logging
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 
 import numpy as np
 
@@ -21,6 +25,9 @@ from magic_init.errors import DataError
 log = logging.getLogger(__name__)
 
 DEFAULT_NUM_IMAGES = 160
+#: Threads that read and resize images ahead of use (at most the CPUs), and how many items ahead.
+READ_THREADS = 4
+READ_AHEAD = 8
 
 
 @dataclass
@@ -80,14 +87,18 @@ class SampleReader:
         return np.random.RandomState(self.seed).permutation(n)
 
     def batches(self, batch_size: int = 16):
-        """Yield ``Batch``es of at most ``batch_size`` images until ``num_images`` are used."""
+        """Yield ``Batch``es of at most ``batch_size`` images until ``num_images`` are used.
+
+        Where the source allows it (``parallel_reads``), the next few items of the order are read and
+        resized on a thread pool ahead of use (``_prefetched``); the random crops and mirrors, the
+        checks and the messages stay in order on this thread, so the sample is the same."""
         self.used, self.skipped, self._shape = 0, [], None
         rng = np.random.RandomState(self.seed + 1)  # crops/mirrors in TRAIN phase only
         items = []
-        for index in self.order():
+        for index, read in self._prefetched(self.order()):
             if self.used + len(items) >= self.num_images:
                 break
-            item = self._load(int(index), rng)
+            item = self._load(int(index), rng, read)
             if item is not None:
                 items.append(item)
             if len(items) == batch_size:
@@ -99,16 +110,51 @@ class SampleReader:
             yield _stack(items)
         self._check_and_report()
 
-    def _load(self, index: int, rng):
-        """(array, label, name) of one item, or None (logged and counted) when it cannot be read."""
-        name = self.source.item_name(index)
+    def _read_resized(self, index):
+        """``(image resized, label)`` of item ``index``, or the exception reading it raised (reported
+        or raised when the item is used, not when a read ahead of use fails)."""
         try:
-            image, label = self.source.read(index)
-        except UnreadableImage as e:
-            log.warning("skipping %s: %s", name, e)
-            self.skipped.append((name, str(e)))
+            image, label = self.source.read(int(index))
+            return self.transform.resized(image), label
+        except Exception as e:  # noqa: BLE001  (handed to _load, which skips or re-raises it in order)
+            return e
+
+    def _prefetched(self, order):
+        """``(index, _read_resized(index))`` along ``order``: read on a thread pool, at most
+        ``READ_AHEAD`` items ahead, where the source allows parallel reads and there are several CPUs;
+        else one item at a time when asked for."""
+        workers = min(READ_THREADS, os.cpu_count() or 1)
+        if not getattr(self.source, "parallel_reads", False) or workers < 2:
+            for index in order:
+                yield index, None
+            return
+        order = iter(order)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            pending = deque((index, pool.submit(self._read_resized, index)) for index in islice(order, READ_AHEAD))
+            try:
+                while pending:
+                    index, future = pending.popleft()
+                    for ahead in islice(order, 1):
+                        pending.append((ahead, pool.submit(self._read_resized, ahead)))
+                    yield index, future.result()
+            finally:
+                for _, future in pending:
+                    future.cancel()
+
+    def _load(self, index: int, rng, read=None):
+        """(array, label, name) of one item, or None (logged and counted) when it cannot be read.
+        ``read``: the item's ``_read_resized`` when it was read ahead."""
+        name = self.source.item_name(index)
+        if read is None:
+            read = self._read_resized(index)
+        if isinstance(read, UnreadableImage):
+            log.warning("skipping %s: %s", name, read)
+            self.skipped.append((name, str(read)))
             return None
-        array = self.transform(image, rng=rng, name=name)
+        if isinstance(read, Exception):
+            raise read
+        image, label = read
+        array = self.transform.finish(image, rng=rng, name=name)
         if self._shape is None:
             self._shape = array.shape
         elif array.shape != self._shape:

@@ -1,7 +1,7 @@
 """Sample sources: where images come from. Each source is a sized, indexable collection.
 
 ``source.read(i) -> (image HWC BGR, label or None)``; ``source.item_name(i)`` names the item in
-messages. A source only decodes; ``Transform`` turns images into net input, ``sample.py`` picks them.
+messages; a source whose ``parallel_reads`` is true may be read on several threads at once. A source only decodes; ``Transform`` turns images into net input, ``sample.py`` picks them.
 
 ``open_source(spec)`` chooses by what ``spec`` is: an LMDB folder (has ``data.mdb``), any other
 folder (images found recursively), an existing file (an image, or a Caffe ImageData list file), or a
@@ -21,7 +21,10 @@ _GLOB_CHARS = "*?["
 
 
 class ImageFiles:
-    """A list of image files with optional integer labels."""
+    """A list of image files with optional integer labels. Items are independent files, so they may be
+    read on several threads at once (``parallel_reads``)."""
+
+    parallel_reads = True
 
     def __init__(self, paths, labels=None, name="images", is_color=True):
         self.paths = list(paths)

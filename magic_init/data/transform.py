@@ -87,9 +87,20 @@ class Transform:
 
     def __call__(self, image: np.ndarray, rng: np.random.RandomState | None = None,
                  name: str = "image") -> np.ndarray:
-        """Transform one HWC image (uint8 or float) into a CHW float32 array."""
+        """Transform one HWC image (uint8 or float) into a CHW float32 array: ``resized`` then ``finish``."""
+        return self.finish(self.resized(image), rng, name)
+
+    def resized(self, image: np.ndarray) -> np.ndarray:
+        """The image at the transform's resize size (unchanged without one): the transform's first
+        step, which draws nothing and depends on the image alone (it may run on any thread)."""
         if self.resize and image.shape[:2] != tuple(self.resize):
-            image = resize_linear(image, *self.resize)
+            return resize_linear(image, *self.resize)
+        return image
+
+    def finish(self, image: np.ndarray, rng: np.random.RandomState | None = None,
+               name: str = "image") -> np.ndarray:
+        """The rest of the transform on a ``resized`` image: crop (random in TRAIN phase, from ``rng``),
+        mean, scale, mirror; a CHW float32 array."""
         h_off, w_off = self._crop_offsets(image.shape[:2], rng, name)
         size_h, size_w = (self.crop_size,) * 2 if self.crop_size else image.shape[:2]
         out = image[h_off:h_off + size_h, w_off:w_off + size_w].transpose(2, 0, 1).astype(np.float32)

@@ -241,3 +241,22 @@ def test_gaussian_drawn_into_a_weight_gives_the_same_draws_as_a_fresh_array(orde
     np.testing.assert_array_equal(weight, fresh)
     assert (returned is weight) == (order == "C")
     assert fresh.dtype == np.float32 and abs(float(fresh.std()) - 1) < 0.3
+
+
+def test_a_large_gaussian_is_drawn_in_chunks_whatever_the_threads(monkeypatch):
+    """Above GAUSSIAN_CHUNK entries the chunks are filled in parallel: the same draws with one thread or
+    eight, from the generator's state (reproducible per seed), distinct chunks, N(0, 1) statistics."""
+    monkeypatch.setattr(weight_init, "GAUSSIAN_CHUNK", 1000)
+    draws = {}
+    for cpus in (1, 8):
+        monkeypatch.setattr(weight_init.os, "cpu_count", lambda cpus=cpus: cpus)
+        draws[cpus] = weight_init.gaussian((50, 90), np.random.default_rng(3))
+    np.testing.assert_array_equal(draws[1], draws[8])
+    flat = draws[1].reshape(-1)
+    assert not np.array_equal(flat[:1000], flat[1000:2000])
+    assert draws[1].dtype == np.float32 and abs(float(flat.mean())) < 0.05 and abs(float(flat.std()) - 1) < 0.05
+    other = weight_init.gaussian((50, 90), np.random.default_rng(4))
+    assert not np.array_equal(other, draws[1])
+    into = np.zeros((50, 90), np.float32)
+    assert weight_init.gaussian(into.shape, np.random.default_rng(3), out=into) is into
+    np.testing.assert_array_equal(into, draws[1])

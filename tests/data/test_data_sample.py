@@ -159,3 +159,39 @@ def test_fifo_in_a_folder_is_skipped_not_waited_on(tmp_path, caplog):
     assert sample.used == 8 and sample.source_size == 9
     assert [name for name, _ in sample.skipped] == [fifo]
     assert "skipping %s: not a regular file" % fifo in caplog.text
+
+
+@pytest.mark.parametrize("num_images", [3, 7, 9])
+def test_reading_ahead_on_threads_gives_the_serial_sample(tmp_path, monkeypatch, caplog, num_images):
+    """Images read and resized on a thread pool ahead of use (ImageFiles.parallel_reads) make the same
+    sample, names, skips and warnings as one image at a time; a read ahead past the last image used
+    reports nothing."""
+    folder = copy_examples_with_corrupt(tmp_path)
+    monkeypatch.setattr("magic_init.data.sample.os.cpu_count", lambda: 4)
+    results = []
+    for parallel in (True, False):
+        monkeypatch.setattr(ImageFiles, "parallel_reads", parallel)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="magic_init.data"):
+            sample = load_sample(folder, SMALL, num_images=num_images, seed=3)
+        results.append((sample.data, sample.names, sample.skipped, caplog.text))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    assert results[0][1:] == results[1][1:]
+
+
+def test_an_error_reading_ahead_is_raised_in_order(monkeypatch):
+    """An exception other than an unreadable image, raised by a read on the pool, surfaces when its
+    item is used, as without reading ahead; read ahead and not used, it is not raised."""
+    source = open_source(LIST)
+    real = source.read
+    failing = int(SampleReader(source, SMALL, num_images=2).order()[3])   # read ahead, never used
+
+    def read(i):
+        if i == failing:
+            raise DataError("item %d fails" % i)
+        return real(i)
+    monkeypatch.setattr(source, "read", read)
+    monkeypatch.setattr("magic_init.data.sample.os.cpu_count", lambda: 4)
+    assert load_sample(source, SMALL, num_images=2).used == 2
+    with pytest.raises(DataError, match="item %d fails" % failing):
+        load_sample(source, SMALL, num_images=8)

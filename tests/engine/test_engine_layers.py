@@ -105,3 +105,37 @@ def test_accuracy_top_k_and_ignore_label():
     scores = np.array([[3, 2, 1], [3, 2, 1], [3, 2, 1], [1, 1, 1]], np.float32)
     acc = net.forward(data=scores, label=np.array([1, 2, 3, 0], np.float32))["acc"]
     assert float(acc) == pytest.approx(1 / 3)    # label 1: top-2; label 2: not; 3 ignored; tie: no
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 8])
+@pytest.mark.parametrize("size", [1, 3, 5, 7])
+def test_lrn_channel_window_sum_is_the_zero_padded_window_sum(channels, size):
+    """LRN's window over channels: entry c is Σ x[c'] over |c' - c| ≤ (size-1)/2, zero beyond the ends
+    (also for windows wider than the channels)."""
+    from magic_init.engine.layers.vision import _channel_window_sum
+
+    x = torch.randn(2, channels, 3, 4, dtype=torch.float64)
+    half = (size - 1) // 2
+    expected = torch.stack([x[:, max(0, c - half):c + half + 1].sum(dim=1) for c in range(channels)], dim=1)
+    torch.testing.assert_close(_channel_window_sum(x, size), expected)
+
+
+@pytest.mark.parametrize("phase", ["train", "test"])
+def test_dropout_backward_is_autograds_with_the_forwards_mask(phase):
+    """Dropout's hand-written backward gives, bit for bit, what autograd gives for the same forward
+    (the same mask: dy·mask/(1-p) in TRAIN, dy in TEST)."""
+    from magic_init.engine.layers.neuron import Dropout
+
+    param = text_format.Merge('name: "d" type: "Dropout" dropout_param { dropout_ratio: 0.3 }', caffe_pb2.LayerParameter())
+    layer = Dropout(param, phase)
+    layer.setup()
+    x, dy = torch.randn(4, 50), torch.randn(4, 50)
+    layer.generator = torch.Generator().manual_seed(5)
+    tops, saved = layer.forward_for_backward([x], [])
+    dx, = layer.backward([None], [], [None], saved, [dy], [True], [])
+    leaf = x.clone().requires_grad_(True)
+    layer.generator = torch.Generator().manual_seed(5)
+    y = layer.forward([leaf], [])[0]
+    expected, = torch.autograd.grad(y, [leaf], [dy])
+    assert torch.equal(tops[0], y.detach()) and torch.equal(dx, expected)
+    assert (phase == "train") == bool((dx == 0).any())

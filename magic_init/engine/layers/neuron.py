@@ -140,9 +140,14 @@ class Threshold(_Elementwise):
 @register("Dropout")
 class Dropout(_Elementwise):
     """TRAIN: y = x * mask / (1 - p), mask ~ Bernoulli(1 - p); TEST: y = x. Masks come from
-    ``generator`` when set (``Net.train_dropout``), else from torch's global generator."""
+    ``generator`` when set (``Net.train_dropout``), else from torch's global generator.
+
+    Hand-written backward: dx = dy * mask / (1 - p) (dx = dy in TEST), with the mask this forward
+    drew; the bits autograd gives (a product with a 0/1 mask is exact)."""
 
     generator = None
+    backward_reads_bottoms = False
+    backward_reads_tops = False
 
     def setup(self):
         self.ratio = self.param.dropout_param.dropout_ratio
@@ -150,7 +155,19 @@ class Dropout(_Elementwise):
             raise NetDefinitionError("%s: dropout_ratio must be in [0, 1)" % self.where())
 
     def f(self, x):
+        return self.forward_for_backward([x], [])[0][0]
+
+    def forward_for_backward(self, bottoms, params):
+        """Tops, and saved: the mask as floats (None in TEST phase or with p = 0: y = x)."""
+        x = bottoms[0]
         if self.phase != "train" or self.ratio == 0:
-            return x
-        keep = torch.rand(x.shape, device=x.device, generator=self.generator) >= self.ratio
-        return x * keep.to(x.dtype) * (1.0 / (1.0 - self.ratio))
+            return [x], None
+        keep = (torch.rand(x.shape, device=x.device, generator=self.generator) >= self.ratio).to(x.dtype)
+        return [x * keep * (1.0 / (1.0 - self.ratio))], keep
+
+    def backward(self, bottoms, params, tops, saved, top_diffs, need_bottoms, param_diffs):
+        if not need_bottoms[0]:
+            return [None]
+        if saved is None:
+            return [top_diffs[0].clone()]
+        return [top_diffs[0] * saved * (1.0 / (1.0 - self.ratio))]

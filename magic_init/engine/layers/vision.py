@@ -301,13 +301,13 @@ class LRN(Layer):
 
 
 def _channel_window_sum(x, size):
-    """Sum over a window of ``size`` channels centred on each channel, zero padded (N, C, ...):
-    the sum of ``size`` shifted slices of the padded tensor (much faster than a 3-D pooling)."""
+    """Sum over a window of ``size`` channels centred on each channel, zero padded (N, C, ...): x plus
+    its shifts by 1..(size-1)/2 channels either way, added in place into one copy of x (no padded
+    copy; much faster than a 3-D pooling)."""
     channels = x.shape[1]
-    pad = (size - 1) // 2
     flat = x.reshape(x.shape[0], channels, -1)
-    padded = F.pad(flat, (0, 0, pad, size - 1 - pad))
-    total = padded[:, 0:channels].clone()
-    for offset in range(1, size):
-        total += padded[:, offset:offset + channels]
+    total = flat.clone()
+    for offset in range(1, min((size - 1) // 2, channels - 1) + 1):
+        total[:, offset:] += flat[:, :channels - offset]
+        total[:, :channels - offset] += flat[:, offset:]
     return total.reshape(x.shape)

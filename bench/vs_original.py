@@ -21,7 +21,9 @@ wall time and the largest peak RSS over repeats. Parts (``--parts``):
   net's prototxt with its Input layer turned into ``input_dim`` (what the original's loader reads);
   *ours*: ``python -m magic_init NET OUT --data LIST --num-images N --init kmeans|gaussian -q`` on
   the host (built-in engine, default options: both steps). Columns: wall s, peak RSS MiB, CPU s of
-  each, and **ratio = original wall / ours wall** (> 1: ours faster).
+  each, **ratio = original wall / ours wall** (> 1: ours faster), and, measured after all repeats
+  (untimed, ``magic_init stats`` on the same sample), the change-rate spread of the model each side
+  wrote last (max/min of the layers' mean change rates; 1 = equal).
 - ``passes``: per net, our forward and backward passes over the sample (``magic_init.timing.counting_passes``:
   the most images any layer ran, divided by the sample size) for gaussian with Alg. 1 only,
   gaussian with both steps and kmeans with both (``bench/profile_init.py``); and the time of one
@@ -140,6 +142,29 @@ def run_vs(args, data, repeat, raw):
             log(repeat, "vs %s %s" % (net, init), sides["original"][-1:] + sides["ours"][-1:])
 
 
+def measure_spreads(args, data, raw):
+    """After the timed runs (untimed): the change-rate spread of the last model each side wrote, per
+    net and init, measured by ``magic_init stats`` on the same sample (the gradient definition's
+    max/min of the layers' mean change rates, ``summary.orig_rate_spread``; 1 = equal rates)."""
+    for net in args.nets:
+        for init in INITS:
+            models = {"ours": OUT / ("%s_%s.caffemodel" % (net, init))}
+            if args.snapshot:
+                models["original"] = args.work.host / ("original_%s_%s.caffemodel" % (net, init))
+            for side, model in models.items():
+                report = OUT / ("spread_%s_%s_%s.json" % (side, net, init))
+                result = common.run_measured([sys.executable, "-m", "magic_init", "stats", NETS[net], "--load", model,
+                                              "--data", data, "--num-images", args.images, "--backend", "torch",
+                                              "--json", report, "-q"])
+                spread = None
+                if result["rc"] == 0 and report.exists():
+                    stats = json.loads(report.read_text())
+                    stats = stats["models"][0] if "models" in stats else stats
+                    spread = stats.get("summary", {}).get("orig_rate_spread")
+                raw.setdefault("%s/%s" % (net, init), {})[side] = spread
+                print("spread %s %s %s: %s" % (side, net, init, spread), file=sys.stderr)
+
+
 def run_passes(args, data, repeat, raw):
     """One repeat of the pass counts and of gaussian-both / one forward+backward pass, per net."""
     engine = bench_init.engines(["torch-cpu"])["torch-cpu"]
@@ -205,7 +230,8 @@ def build_report(args, raw, started, loads):
         report["vs"] = []
         for key, sides in raw["vs"].items():
             net, init = key.split("/")
-            row = {"net": net, "init": init, "images": args.images, "ours": summary(sides["ours"])}
+            row = {"net": net, "init": init, "images": args.images, "ours": summary(sides["ours"]),
+                   "spread": raw.get("spread", {}).get(key, {})}
             if sides["original"]:
                 row["original"] = summary(sides["original"])
                 row["ratio"] = row["original"]["wall_s"] / row["ours"]["wall_s"]
@@ -241,11 +267,17 @@ def vs_rows(report):
     rows = []
     for r in report["vs"]:
         original, ours = r.get("original"), r["ours"]
+        spread = r.get("spread", {})
         rows.append([r["net"], r["init"], cell(original, "wall_s", "%.1f"), "%.1f" % ours["wall_s"],
                      "%.2f" % r["ratio"] if "ratio" in r else "-", cell(original, "cpu_s", "%.1f"),
                      "%.1f" % ours["cpu_s"], cell(original, "peak_rss_mb", "%.0f"), "%.0f" % ours["peak_rss_mb"],
+                     _spread(spread.get("original")), _spread(spread.get("ours")),
                      loads_of(ours["runs"] + (original["runs"] if original else []))])
     return rows
+
+
+def _spread(value):
+    return "%.2fx" % value if value else "-"
 
 
 def passes_rows(report):
@@ -274,7 +306,8 @@ def markdown(report):
     if "vs" in report:
         tables.append(("Original vs ours (%d images, batch 16; ratio = original wall / ours wall)" % report["images"],
                        ["net", "init", "original wall s", "ours wall s", "ratio", "original CPU s", "ours CPU s",
-                        "original peak RSS MiB", "ours peak RSS MiB", "load 1-min"], vs_rows(report)))
+                        "original peak RSS MiB", "ours peak RSS MiB", "original rate spread", "ours rate spread",
+                        "load 1-min"], vs_rows(report)))
     if "passes" in report:
         tables.append(("Our passes over the %d-image sample; wall time after start-up, and / one forward+backward "
                        "pass" % report["images"], ["net", "configuration", "forward passes", "backward passes",
@@ -340,6 +373,8 @@ def main(argv=None):
             run_scaling(args, repeat, raw["scaling"])
         if "corpus" in raw:
             run_corpus(args, repeat, raw["corpus"])
+    if "vs" in raw:
+        measure_spreads(args, data, raw.setdefault("spread", {}))
     report = build_report(args, raw, started, (load_start, list(os.getloadavg())))
     text = markdown(report)
     print(text)

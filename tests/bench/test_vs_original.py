@@ -29,7 +29,8 @@ def synthetic_report():
                                  "configs": {"gaussian + both": [run(3, after_startup_s=1.2, **profile),
                                                                  run(3, after_startup_s=0.8, **profile)]}}},
            "scaling": {"40": [run(7, 800)], "1280": [run(90, 990)]},
-           "corpus": {"vgg__VGG_ILSVRC_19_layers_deploy": [dict(run(78, 4986), images=16, rc=0)]}}
+           "corpus": {"vgg__VGG_ILSVRC_19_layers_deploy": [dict(run(78, 4986), images=16, rc=0)]},
+           "spread": {"small5/kmeans": {"original": 1.5, "ours": 1.125}, "small5/gaussian": {"ours": None}}}
     return vs_original.build_report(args, raw, "2026-12-01 04:00", ([1.0, 2.0, 3.0], [1.5, 2.5, 3.5]))
 
 
@@ -53,8 +54,8 @@ def test_markdown_has_every_part_and_the_ratio_column():
     text = vs_original.markdown(synthetic_report())
     assert "at the start 1.00/2.00/3.00, at the end 1.50/2.50/3.50" in text
     assert "    python bench/vs_original.py --original ORIG" in text
-    assert "| small5 | kmeans | 20.0 | 5.0 | 4.00 | 40.0 | 10.0 | 2000 | 350 | 1.0-3.5 |" in text
-    assert "| small5 | gaussian | - | 2.0 | - | - | 4.0 | - | 100 | 1.0-1.5 |" in text
+    assert "| small5 | kmeans | 20.0 | 5.0 | 4.00 | 40.0 | 10.0 | 2000 | 350 | 1.50x | 1.12x | 1.0-3.5 |" in text
+    assert "| small5 | gaussian | - | 2.0 | - | - | 4.0 | - | 100 | - | - | 1.0-1.5 |" in text
     assert "| small5 | gaussian + both | 3 | 2 | 1.00 | 0.40 | 2.50 |" in text
     assert "within 2.5 forward+backward passes: small5 2.50 (yes)" in text
     assert "| 1280 | 90.0 | 180.0 | 990 | 1.0-1.5 |" in text
@@ -96,6 +97,7 @@ def test_ours_on_the_small_net(caffe_env, tmp_path):
     for row in written["vs"]:
         assert row["ours"]["wall_s"] > 0 and row["ours"]["peak_rss_mb"] > 0 and "original" not in row
         assert {"argv", "load_before", "load_after"} <= set(row["ours"]["runs"][0])
+        assert 1 <= row["spread"]["ours"] < 10 and "original" not in row["spread"]   # the model written, measured
     configs = written["passes"]["small5"]["configs"]
     assert configs["gaussian + Alg. 1"]["passes"] == {"forward": 1, "backward": 0}
     assert configs["gaussian + both"]["passes"]["backward"] > 0

@@ -126,3 +126,26 @@ def test_fast_mode_runs_one_round_with_fewer_patches(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "over 1 measurement round(s)" in result.stderr
     assert out.exists()
+
+
+@pytest.mark.parametrize("flags, patches, rank", [((), 5000, 2.0), (("--max-patches", 300, "--whitening-rank", 1), 300, 1.0),
+                                                  (("--max-patches", 300, "--fast"), 300, 2.0),
+                                                  (("--fast",), 2000, 2.0)])
+def test_max_patches_and_whitening_rank_reach_every_data_driven_layer(tmp_path, monkeypatch, flags, patches, rank):
+    """--max-patches caps the patches each layer's k-means sees (--fast: at most 2000 of them),
+    --whitening-rank is the rank k-means whitens at."""
+    pytest.importorskip("torch")
+    from magic_init import cli
+    from magic_init.algorithm import weight_init
+
+    seen, real = [], weight_init.data_driven_or_reason
+
+    def recording(kind, group_patches, m, rng, eps, rank=weight_init.WHITENING_RANK):
+        seen.append((len(group_patches), rank))
+        return real(kind, group_patches, m, rng, eps, rank)
+    monkeypatch.setattr(weight_init, "data_driven_or_reason", recording)
+    try:
+        cli.main([str(TINY), str(tmp_path / "out.caffemodel"), "--init", "kmeans", "-q", *map(str, SMALL + flags)])
+    except SystemExit as error:
+        pytest.fail("exited with %s" % error.code)
+    assert seen and set(seen) == {(patches, rank)}

@@ -66,9 +66,8 @@ def run_passes(net, sample, passes, batch_size=16, progress=False, memory_limit_
 def build_passes(within_layer=True, between_layer=True, init="gaussian", beta=0.1, layers=None, seed=0,
                  max_patches=MAX_PATCHES, max_patch_mb=MEMORY_LIMIT_MB, data_driven_fc=False, stats_dropout=True,
                  whitening_eps=WHITENING_EPS, whitening_rank=WHITENING_RANK, alpha=0.25, max_iter=10, tol=DEFAULT_TOL,
-                 rounds=2, rate="gradient",
-                 exact=False, verify=False, rate_dropout=True, normalize=DEFAULT_NORMALIZE, factors="channel",
-                 first_round_images=FIRST_ROUND_IMAGES):
+                 rounds=2, rate="gradient", exact=False, verify=False, rate_dropout=True, normalize=DEFAULT_NORMALIZE,
+                 factors="channel", first_round_images=FIRST_ROUND_IMAGES):
     """The passes of one run, validated before any of them runs (an unknown ``init`` or ``rate``
     raises ValueError here). The one place that turns options into passes: ``initialize``,
     ``rescale`` and the CLI all build them here.

@@ -58,4 +58,3 @@ def channel_squares_per_image(array):
     """
     flat = _channels(array)
     return np.einsum("nck,nck->nc", flat, flat).astype(np.float64).sum(axis=0)
-

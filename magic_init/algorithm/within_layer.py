@@ -50,8 +50,8 @@ from magic_init.algorithm import patches, weight_init
 from magic_init.algorithm.description import CONV, DECONV, LINEAR, describe
 from magic_init.algorithm.channel_sums import channel_sums, channel_squares
 from magic_init.algorithm.runner import training_dropout
-from magic_init.choices import (DATA_DRIVEN_KINDS, DEFAULT_NORMALIZE, MAX_PATCHES, MEMORY_LIMIT_MB, check_init,
-                                check_normalize)
+from magic_init.choices import (DATA_DRIVEN_KINDS, DEFAULT_NORMALIZE, MAX_PATCHES, MEMORY_LIMIT_MB, WHITENING_RANK,
+                                check_init, check_normalize)
 from magic_init.errors import MagicInitError, NetDefinitionError
 from magic_init.progress import VERBOSE
 from magic_init.timing import span
@@ -224,7 +224,7 @@ class WithinLayer:
     def __init__(self, init="gaussian", beta=0.1, layers=None, seed=0,
                  max_patches=MAX_PATCHES, max_patch_mb=MEMORY_LIMIT_MB, data_driven_fc=False, dropout=True,
                  whitening_eps=weight_init.WHITENING_EPS, normalize=DEFAULT_NORMALIZE,
-                 whitening_rank=weight_init.WHITENING_RANK):
+                 whitening_rank=WHITENING_RANK):
         check_init(init)
         check_normalize(normalize)
         self.normalize = normalize

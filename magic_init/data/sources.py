@@ -1,7 +1,8 @@
 """Sample sources: where images come from. Each source is a sized, indexable collection.
 
 ``source.read(i) -> (image HWC BGR, label or None)``; ``source.item_name(i)`` names the item in
-messages; a source whose ``parallel_reads`` is true may be read on several threads at once. A source only decodes; ``Transform`` turns images into net input, ``sample.py`` picks them.
+messages; a source whose ``parallel_reads`` is true may be read on several threads at once. A
+source only decodes; ``Transform`` turns images into net input, ``sample.py`` picks them.
 
 ``open_source(spec)`` chooses by what ``spec`` is: an LMDB folder (has ``data.mdb``), any other
 folder (images found recursively), an existing file (an image, or a Caffe ImageData list file), or a

@@ -366,12 +366,10 @@ class WithinLayer:
         serve (logged as a warning, and said in the report's reason)."""
         name, op = net.layer_names[index], describe(net).ops[index]
         weight = net.params[name][0].data
-        if self.init == "gaussian":
+        if self._kind_for(op.affine.kind) == "gaussian":
             weight_init.gaussian(weight.shape, self.rng, out=weight)
-            return "gaussian", ""
-        if op.affine.kind == LINEAR and not self.data_driven_fc:
-            weight_init.gaussian(weight.shape, self.rng, out=weight)
-            return "gaussian", "fully connected (data-driven inits on convolutions only; --data-driven-fc)"
+            fully_connected = "fully connected (data-driven inits on convolutions only; --data-driven-fc)"
+            return "gaussian", "" if self.init == "gaussian" else fully_connected
         if op.affine.kind == DECONV:
             reason = "no data-driven init for %s" % op.label
             log.warning("layer '%s': %s init impossible: %s; falling back to gaussian", name, self.init, reason)

@@ -17,6 +17,10 @@ import time
 
 STARTED_WALL, STARTED_CPU = time.perf_counter(), time.process_time()
 
+from magic_init import entry  # noqa: E402
+
+entry.configure_threads()          # as the magic_init command does, before numpy loads
+
 import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402

@@ -1,5 +1,5 @@
 """``python -m magic_init``: the same as the ``magic_init`` command."""
-from magic_init.cli import main
+from magic_init.entry import main
 
 if __name__ == "__main__":
     main()

@@ -638,6 +638,7 @@ def main(argv=None):
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _terminate)
     memory.use_small_pages()
+    memory.reuse_freed_memory()
     raw_args = sys.argv[1:] if argv is None else list(argv)
     try:
         # a bundled file named by its repository path (models/tiny.prototxt) works from any folder

@@ -227,7 +227,7 @@ def test_pyproject_dependencies_have_lower_bounds_and_match_the_imports(pyprojec
     assert used == "", "magic_init imports scikit-learn again: declare it in pyproject.toml"
     names = {re.split(r"[<>=\[;]", r)[0].strip().lower() for r in project["dependencies"]}
     assert names == {"numpy", "protobuf", "click", "pillow", "tqdm"}
-    assert project["scripts"]["magic_init"] == "magic_init.cli:main"
+    assert project["scripts"]["magic_init"] == "magic_init.entry:main"
     assert not (REPO / "setup.py").exists()
 
 

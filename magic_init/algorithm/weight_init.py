@@ -104,12 +104,14 @@ def _parallel_normal(flat, rng):
 
 
 def _orthonormal(y):
-    """An orthonormal basis of span(y): Cholesky-QR (Q = Y·L⁻ᵀ with LLᵀ = YᵀY, one d×d Cholesky
-    instead of an eigen-decomposition), falling back to the Gram eigen-decomposition when YᵀY is singular."""
+    """An orthonormal basis of span(y) (float64): Cholesky-QR, Q = Y·L⁻ᵀ with LLᵀ = YᵀY (one k×k
+    Cholesky and inverse, then one product), falling back to the Gram eigen-decomposition when YᵀY is
+    singular."""
+    y = np.asarray(y, dtype=np.float64)
     gram = y.T.dot(y)
     try:
         lower = np.linalg.cholesky(gram + 1e-12 * np.trace(gram) * np.eye(len(gram)))
-        basis = np.linalg.solve(lower, y.T).T
+        basis = y.dot(np.linalg.inv(lower).T)
         if np.all(np.isfinite(basis)):
             return basis
     except np.linalg.LinAlgError:
@@ -124,13 +126,27 @@ _OVERSAMPLE = 16
 
 
 def _top_eigen(cov, k, iterations=2):
-    """Leading k eigenpairs of a symmetric PSD matrix by seeded randomized subspace iteration
-    (Halko et al. 2011): O(d²k) instead of eigh's O(d³). Exact within the subspace found, so the
-    whitened outputs are exactly white; the directions are the approximately leading ones."""
-    basis = _orthonormal(cov.dot(np.random.default_rng(0).standard_normal((len(cov), k + _OVERSAMPLE))))
+    """Leading k eigenpairs of a symmetric PSD matrix Σ by seeded randomized subspace iteration
+    (Halko et al. 2011): O(d²k) instead of eigh's O(d³).
+
+    The products Σ·Q run in float32 (Σ is the float32 patches' sum of products), the bases are
+    orthonormalized in float64; the last step diagonalizes QᵀΣQ (Rayleigh-Ritz), so the whitened
+    outputs are white to float32 precision; the directions are the approximately leading ones.
+
+    Args:
+        cov: (d, d) symmetric positive semi-definite matrix.
+        k: eigenpairs wanted (k + ``_OVERSAMPLE`` < d).
+        iterations: subspace iterations after the first sketch.
+
+    Returns:
+        (values, vectors): k eigenvalues, descending, and the (d, k) float64 orthonormal vectors."""
+    single = np.asarray(cov, dtype=np.float32)
+    start = np.random.default_rng(0).standard_normal((len(single), k + _OVERSAMPLE), dtype=np.float32)
+    basis = _orthonormal(single.dot(start))
     for _ in range(iterations):
-        basis = _orthonormal(cov.dot(basis))
-    values, small = np.linalg.eigh(basis.T.dot(cov).dot(basis))
+        basis = _orthonormal(single.dot(basis.astype(np.float32)))
+    projected = basis.T.dot(single.dot(basis.astype(np.float32)).astype(np.float64))
+    values, small = np.linalg.eigh((projected + projected.T) / 2)
     order = np.argsort(values)[::-1][:k]
     return values[order], basis.dot(small[:, order])
 
@@ -154,12 +170,13 @@ def whitening(patches, eps=WHITENING_EPS, rank=None):
         values, vectors = singular ** 2 / n, vt.T
         _check_variance(float(values.sum()), mean)
     else:
-        cov = centered.T.dot(centered).astype(np.float64) / n
-        _check_variance(float(np.trace(cov)), mean)
+        product = centered.T.dot(centered)          # n·Σ, float32
+        _check_variance(float(np.trace(product, dtype=np.float64)) / n, mean)
         if rank is not None and rank < d // 2 and rank + _OVERSAMPLE < d:
-            values, vectors = _top_eigen(cov, rank)
+            values, vectors = _top_eigen(product, rank)
+            values = values / n
         else:
-            values, vectors = np.linalg.eigh(cov)
+            values, vectors = np.linalg.eigh(product.astype(np.float64) / n)
             order = np.argsort(values)[::-1]
             values, vectors = values[order], vectors[:, order]
     if not np.all(np.isfinite(values)):

@@ -117,6 +117,25 @@ def test_randomized_eigen_is_not_used_when_the_oversampled_basis_exceeds_d():
     np.testing.assert_allclose(vectors.T.dot(vectors), np.eye(len(values)), atol=1e-8)
 
 
+def test_randomized_eigen_whitens_exactly_and_finds_the_leading_spectrum():
+    """d = 120, rank 16 (the randomized path, float32 products): orthonormal directions, patches
+    white along them to float32 precision, eigenvalues those of the exact decomposition (a decaying
+    spectrum, as image patches have)."""
+    rng = np.random.default_rng(1)
+    d = 120
+    spectrum = 1.0 / np.arange(1, d + 1) ** 1.5
+    basis = np.linalg.qr(rng.standard_normal((d, d)))[0]
+    x = (rng.standard_normal((6000, d)) * np.sqrt(spectrum)).dot(basis.T).astype(np.float32) + 3
+    mean, values, vectors = weight_init.whitening(x, eps=0, rank=16)
+    assert len(values) == 16
+    np.testing.assert_allclose(vectors.T.dot(vectors), np.eye(16), atol=1e-6)
+    white = (x - mean).dot(vectors / np.sqrt(values))
+    np.testing.assert_allclose(white.T.dot(white) / len(x), np.eye(16), atol=1e-4)
+    centered = x.astype(np.float64) - x.mean(axis=0, dtype=np.float64)
+    exact = np.linalg.eigvalsh(centered.T.dot(centered) / len(x))[::-1][:16]
+    np.testing.assert_allclose(values, exact, rtol=1e-3)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_constant_patches_are_refused_with_a_reason(kind):
     x = np.full((100, 9), 3.0, np.float32)

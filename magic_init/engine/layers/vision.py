@@ -278,7 +278,7 @@ class LRN(Layer):
         """Tops, and saved: ACROSS_CHANNELS ``(scale, scale ** -beta)``; WITHIN_CHANNEL None."""
         x = bottoms[0]
         if self.across:
-            scale = self.k + (self.alpha / self.size) * _channel_window_sum(x * x, self.size)
+            scale = _channel_window_sum(x * x, self.size).mul_(self.alpha / self.size).add_(self.k)
             scale_power = scale.pow(-self.beta)
             return [x * scale_power], (scale, scale_power)
         mean_square = F.avg_pool2d(x * x, self.size, 1, (self.size - 1) // 2,
@@ -296,8 +296,8 @@ class LRN(Layer):
                 leaf = x.detach().requires_grad_(True)
                 return list(torch.autograd.grad(self.forward([leaf], [])[0], [leaf], [g]))
         scale, scale_power = saved
-        ratio = _channel_window_sum(g * y / scale, self.size)
-        return [g * scale_power - (2.0 * self.alpha * self.beta / self.size) * x * ratio]
+        ratio = _channel_window_sum((g * y).div_(scale), self.size).mul_(x).mul_(2.0 * self.alpha * self.beta / self.size)
+        return [(g * scale_power).sub_(ratio)]
 
 
 def _channel_window_sum(x, size):

@@ -13,7 +13,7 @@ import contextlib
 
 import numpy as np
 
-from magic_init.algorithm.description import describe
+from magic_init.algorithm.description import INPUT, describe
 from magic_init.batch_store import DEFAULT_MEMORY_MB, BatchStore
 from magic_init.errors import DataError
 from magic_init.progress import progress as progress_bar
@@ -139,11 +139,15 @@ class SampleRunner:
         The range is cut after every Dropout layer, so that each Dropout layer runs over all batches in
         a row: with one serial generator for all Dropout layers (Caffe's), image n gets the same mask
         whatever the batch size (a range with two of them would interleave their draws batch by batch)."""
-        if end <= self.position:
-            return
+        if end <= self.position or (on_batch is None and self._inputs_only(end)):
+            return                    # (the blobs of input layers are the stored sample: no copy of it)
         noise = self.description.noise_layers()
         for stop in [i for i in noise if self.position < i < end] + [end]:
             self._advance_to(stop, on_batch if stop == end else None)
+
+    def _inputs_only(self, end):
+        """Whether nothing was stored yet and the layers up to ``end`` (inclusive) are all net inputs."""
+        return not len(self.cache) and all(op.rule == INPUT for op in self.description.ops[:end + 1])
 
     def _advance_to(self, end, on_batch):
         names = self.net.layer_names

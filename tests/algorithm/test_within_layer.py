@@ -118,6 +118,18 @@ def test_each_layer_runs_once_per_batch():
     assert runs.count("conv1") == 5 and runs.count("relu2") == 5 and runs.count("fc4") == 5
 
 
+def test_stopping_below_the_first_layer_stores_no_copy_of_the_sample():
+    """k-means reads conv1's input patches with the runner stopped below conv1: that input is the
+    stored sample itself, so nothing is copied (the cache stays empty) and the batches read are the sample's."""
+    net, x = small_convnet(), sample()
+    runner = SampleRunner(net, x, 8, memory_mb=0)
+    runner.advance(net.layer_names.index("conv1") - 1)
+    assert len(runner.cache) == 0 and runner.cache._folder is None
+    np.testing.assert_array_equal(np.concatenate([b["data"] for b in runner.live_batches()]), x)
+    WithinLayer(init="kmeans")(net, runner)
+    assert len(runner.cache) == len(runner)        # the passes store from the first computed layer on
+
+
 def test_dead_channels_get_beta_without_nan(caplog):
     net, x = small_convnet(), np.full((16, 3, 12, 12), 3.0, np.float32)
     with caplog.at_level(logging.WARNING):

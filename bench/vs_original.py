@@ -2,7 +2,7 @@
 
     python bench/vs_original.py --original /path/to/philkr-magic_init [--nets caffenet,small5] \\
         [--images 160] [--repeats 3] [--parts vs,passes,scaling,corpus] [--scaling 40,160,640,1280] \\
-        [--corpus ../shared/realnets] [--no-original] [--out DIR]
+        [--corpus ../shared/realnets] [--no-original] [--settle 0] [--out DIR]
 
 Prints a markdown report and, with ``--out DIR``, writes ``DIR/vs_original.json`` (every run) and
 ``DIR/vs_original.md``. Run it on a quiet machine: every run records the 1-minute load average
@@ -36,7 +36,10 @@ wall time and the largest peak RSS over repeats. Parts (``--parts``):
   ResNet-152 (made from the corpus' ResNet-101 by ``deeper_resnet.py``), at their own input size,
   16 images (colorization: 8), ``--batch-size auto`` (the default; ``realnets.run_net``): wall s, peak RSS MiB.
 
-``--no-original`` runs only our side of ``vs``.
+``--no-original`` runs only our side of ``vs``. In ``vs`` the original runs first in even repeats and ours
+first in odd ones, and ``--settle S`` waits S idle seconds before each timed run: on the benchmark VM a
+run that follows the original's 110 s on both cores took about 1.2 s longer than one that does not
+(docs/RESULTS.md 0g).
 """
 from __future__ import annotations
 
@@ -48,6 +51,7 @@ import os
 import shutil
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import bench_init
@@ -129,16 +133,22 @@ def ours_argv(prototxt, out, data, images, *options):
 
 # --- the parts ---------------------------------------------------------------------------------------
 def run_vs(args, data, repeat, raw):
-    """One repeat of the side by side: per net and init, the original (unless --no-original), then ours."""
+    """One repeat of the side by side: per net and init, the original (unless --no-original) and ours,
+    the original first in even repeats and ours first in odd ones, each after ``--settle`` idle
+    seconds (so that neither side runs in the wake of the other's heavy run)."""
     for net in args.nets:
         for init in INITS:
             sides = raw.setdefault("%s/%s" % (net, init), {"original": [], "ours": []})
+            runs = {"ours": lambda: ours_argv(NETS[net], OUT / ("%s_%s.caffemodel" % (net, init)), data,
+                                              args.images, "--init", init)}
             if args.snapshot:
                 out = args.work.chroot(args.work.host / ("original_%s_%s.caffemodel" % (net, init)))
-                sides["original"].append(measured(original_argv(args.snapshot, args.inputdim[net], out,
-                                                                args.photos, args.images, init)))
-            sides["ours"].append(measured(ours_argv(NETS[net], OUT / ("%s_%s.caffemodel" % (net, init)), data,
-                                                    args.images, "--init", init)))
+                runs["original"] = lambda: original_argv(args.snapshot, args.inputdim[net], out, args.photos,
+                                                         args.images, init)
+            order = ["original", "ours"] if repeat % 2 == 0 else ["ours", "original"]
+            for side in [s for s in order if s in runs]:
+                time.sleep(args.settle)
+                sides[side].append(measured(runs[side]()))
             log(repeat, "vs %s %s" % (net, init), sides["original"][-1:] + sides["ours"][-1:])
 
 
@@ -225,7 +235,8 @@ def build_report(args, raw, started, loads):
     """The JSON report: medians (``summary``) per table row, the raw runs inside them."""
     report = {"machine": common.machine(), "started": started, "load_average_start": loads[0],
               "load_average_end": loads[1], "command": args.command, "images": args.images,
-              "repeats": args.repeats, "original": str(args.original) if args.snapshot else None}
+              "repeats": args.repeats, "settle_s": args.settle,
+              "original": str(args.original) if args.snapshot else None}
     if "vs" in raw:
         report["vs"] = []
         for key, sides in raw["vs"].items():
@@ -335,6 +346,8 @@ def parse_args(argv):
     parser.add_argument("--nets", default="caffenet,small5", help="for parts vs and passes")
     parser.add_argument("--images", type=int, default=160, help="sample size of parts vs and passes")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--settle", type=float, default=0.0,
+                        help="part vs: idle seconds before each timed run (the machine settles after the other side's)")
     parser.add_argument("--parts", default=",".join(PARTS), help="comma-separated, of " + ", ".join(PARTS))
     parser.add_argument("--scaling", default="40,160,640,1280", help="sample sizes of part scaling")
     parser.add_argument("--corpus", default=str(realnets.CORPUS), help="the real-nets folder (part corpus)")

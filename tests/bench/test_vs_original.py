@@ -20,7 +20,7 @@ def run(wall, rss=100.0, load=1.0, **extra):
 
 def synthetic_report():
     args = argparse.Namespace(images=16, repeats=3, snapshot="/tmp/x/original_magic_init", original="ORIG",
-                              command="python bench/vs_original.py --original ORIG")
+                              command="python bench/vs_original.py --original ORIG", settle=20.0)
     profile = {"passes": {"forward": 3, "backward": 2}}
     raw = {"vs": {"small5/kmeans": {"original": [run(10, 900), run(30, 2000), run(20, 1000)],
                                     "ours": [run(4, 300, load=3), run(6, 350), run(5, 320)]},
@@ -47,7 +47,26 @@ def test_report_takes_medians_largest_peaks_and_the_wall_time_ratio():
     assert passes["gaussian_both_per_pass"] == pytest.approx(1.0 / 0.4)      # median after start-up / pass
     assert [r["images"] for r in report["scaling"]] == [40, 1280]
     assert report["corpus"][0]["peak_rss_mb"] == 4986
+    assert report["settle_s"] == 20.0
     json.dumps(report)
+
+
+def test_vs_alternates_which_side_runs_first_and_settles_before_each_run(monkeypatch):
+    calls = []
+    monkeypatch.setattr(vs_original, "measured", lambda argv: calls.append(argv[0]) or run(1))
+    monkeypatch.setattr(vs_original.time, "sleep", lambda s: calls.append(("sleep", s)))
+    monkeypatch.setattr(vs_original, "original_argv", lambda *a: ["original"])
+    monkeypatch.setattr(vs_original, "ours_argv", lambda *a: ["ours"])
+    monkeypatch.setattr(vs_original, "log", lambda *a: None)
+    args = argparse.Namespace(nets=["small5"], snapshot="S", inputdim={"small5": "P"}, photos="D", images=16,
+                              settle=5.0, work=type("W", (), {"host": vs_original.Path("/w"), "chroot": str})())
+    raw = {}
+    for repeat in (0, 1):
+        vs_original.run_vs(args, "LIST", repeat, raw)
+    per_init = [c for c in calls if c != ("sleep", 5.0)]
+    assert per_init == ["original", "ours"] * len(vs_original.INITS) + ["ours", "original"] * len(vs_original.INITS)
+    assert calls.count(("sleep", 5.0)) == len(per_init)            # one settle before every timed run
+    assert len(raw["small5/kmeans"]["original"]) == len(raw["small5/kmeans"]["ours"]) == 2
 
 
 def test_markdown_has_every_part_and_the_ratio_column():

@@ -4,9 +4,9 @@ when they load, set before they load, then the CLI (``magic_init.cli.main``).
 numpy's OpenBLAS keeps each of its worker threads spinning for 2^28 cycles (about 0.1 s) after a
 threaded BLAS call before the thread sleeps. The passes alternate numpy (whitening, k-means, the
 change rates' small products) with torch layers that run on every core, so a spinning BLAS thread
-takes a core from the torch layers that follow (docs/RESULTS.md 0g). ``OPENBLAS_THREAD_TIMEOUT``
-(2^n cycles, n in 4..30) set to ``OPENBLAS_THREAD_TIMEOUT`` lets them sleep within microseconds.
-A value the user set is kept.
+takes a core from the torch layers that follow (docs/RESULTS.md 0g). The environment variable
+``OPENBLAS_THREAD_TIMEOUT`` (n: wait 2^n cycles, n in 4..30), set here to this module's
+``OPENBLAS_THREAD_TIMEOUT`` (16), lets them sleep within microseconds. A value the user set is kept.
 """
 from __future__ import annotations
 

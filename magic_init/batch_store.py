@@ -3,9 +3,15 @@
 The passes carry the sample through the net batch by batch and keep, per batch, the blobs a later
 layer still reads (``SampleRunner``). Held in memory, those grow with the sample: CaffeNet's conv1
 output is 1.16 MB per image. A ``BatchStore`` keeps batches in memory while their total stays within
-``memory_mb`` and writes the rest to ``.npy`` files in a private temporary folder (``TMPDIR``), read
+``memory_mb`` and writes the rest to raw files in a private temporary folder (``TMPDIR``), read
 back one batch at a time, so the process's memory does not grow with the sample size. The arrays
 come back bit for bit as they were stored.
+
+A released file is not deleted but overwritten in place by a later spill (``SpillFiles``): the passes
+rewrite every batch's live blobs once per layer range, and writing into pages a file already has is a
+copy, while a new file's pages must each be found and zeroed by the kernel, which on a VM whose host
+takes freed guest memory back (free page reporting) faults to the host page by page (docs/RESULTS.md
+0i has the cost).
 """
 from __future__ import annotations
 
@@ -30,6 +36,78 @@ def batch_images(batch) -> int:
     return len(next(iter(batch.values()))) if batch else 0
 
 
+class SpillFiles:
+    """Raw array files in a private temporary folder, each reused in place once released.
+
+    ``write(array)`` returns a handle; ``read(handle)`` a fresh array equal to it bit for bit;
+    ``release(handle)`` frees the file for a later ``write``, which overwrites it from its start
+    without truncating it. A file's size is the largest array it held, so the folder holds at most
+    (most arrays held at once) x (largest array) bytes. ``close()`` removes the folder; so does
+    garbage collection or the process's exit.
+    """
+
+    def __init__(self):
+        self._folder = None
+        self._cleanup = None
+        self._size = {}             # path -> bytes in the file
+        self._free = []             # released paths
+        self._made = 0
+
+    @property
+    def folder(self):
+        """The folder's path (None until the first write)."""
+        return self._folder
+
+    def write(self, array):
+        """Store ``array``; returns ``(path, shape, dtype)``, the handle ``read`` and ``release`` take."""
+        array = np.ascontiguousarray(array)
+        path = self._take(array.nbytes)
+        with open(path, "r+b" if path in self._size else "wb") as f:
+            if array.nbytes:
+                f.write(memoryview(array.reshape(-1)).cast("B"))
+        self._size[path] = max(self._size.get(path, 0), array.nbytes)
+        return path, array.shape, array.dtype
+
+    @staticmethod
+    def read(handle):
+        """A fresh array with the contents ``write`` stored under ``handle``."""
+        path, shape, dtype = handle
+        array = np.empty(shape, dtype)
+        with open(path, "rb") as f:
+            got = f.readinto(memoryview(array.reshape(-1)).cast("B")) if array.nbytes else 0
+        if got != array.nbytes:
+            raise OSError("%s: %d of %d bytes (the temporary file was changed)" % (path, got, array.nbytes))
+        return array
+
+    def release(self, handle):
+        """Let a later ``write`` reuse the file of ``handle``."""
+        self._free.append(handle[0])
+
+    def _take(self, nbytes):
+        """A free file: the smallest that holds ``nbytes``, else the largest (it grows), else a new one."""
+        if self._free:
+            fits = [p for p in self._free if self._size[p] >= nbytes]
+            pick = min(fits, key=self._size.get) if fits else max(self._free, key=self._size.get)
+            self._free.remove(pick)
+            return pick
+        if self._folder is None:
+            self._folder = tempfile.mkdtemp(prefix="magic_init-batches-")
+            self._cleanup = weakref.finalize(self, shutil.rmtree, self._folder, True)
+        self._made += 1
+        return os.path.join(self._folder, "a%d.bin" % self._made)
+
+    def files(self):
+        """How many files the folder holds (held and free)."""
+        return len(self._size)
+
+    def close(self):
+        """Remove the folder and every file."""
+        if self._cleanup is not None:
+            self._cleanup()
+        self._folder = self._cleanup = None
+        self._size, self._free = {}, []
+
+
 class BatchStore:
     """A list of ``{blob: float32 array}`` batches, spilled to temporary files past ``memory_mb``.
 
@@ -48,8 +126,7 @@ class BatchStore:
         self._spilled = []
         self._images = []
         self._held = 0              # bytes in memory
-        self._folder = None
-        self._cleanup = None
+        self._files = SpillFiles()
 
     def __len__(self):
         return len(self._items)
@@ -76,7 +153,7 @@ class BatchStore:
         item = self._items[i]
         if not self._spilled[i]:
             return dict(item)
-        return {name: np.load(path) for name, path in item.items()}
+        return {name: self._files.read(handle) for name, handle in item.items()}
 
     def __setitem__(self, i, batch):
         self._release(i)
@@ -86,32 +163,25 @@ class BatchStore:
             self._items[i], self._spilled[i] = dict(batch), False
             self._held += size
             return
-        folder = self._ensure_folder()
-        paths = {}
-        for k, (name, array) in enumerate(batch.items()):
-            paths[name] = os.path.join(folder, "b%d_%d.npy" % (i, k))
-            np.save(paths[name], np.ascontiguousarray(array), allow_pickle=False)
-        self._items[i], self._spilled[i] = paths, True
+        self._items[i] = {name: self._files.write(array) for name, array in batch.items()}
+        self._spilled[i] = True
 
     def _release(self, i):
         """Forget batch i's arrays (memory) or files."""
         item = self._items[i]
         if self._spilled[i]:
-            for path in item.values():
-                os.remove(path)
+            for handle in item.values():
+                self._files.release(handle)
         else:
             self._held -= batch_bytes(item) if item else 0
         self._items[i], self._spilled[i] = {}, False
 
-    def _ensure_folder(self):
-        if self._folder is None:
-            self._folder = tempfile.mkdtemp(prefix="magic_init-batches-")
-            self._cleanup = weakref.finalize(self, shutil.rmtree, self._folder, True)
-        return self._folder
+    @property
+    def spill_files(self):
+        """The ``SpillFiles`` past-budget batches go to."""
+        return self._files
 
     def close(self):
         """Drop every batch and remove the temporary folder."""
         self._items, self._spilled, self._images, self._held = [], [], [], 0
-        if self._cleanup is not None:
-            self._cleanup()
-            self._folder = self._cleanup = None
+        self._files.close()

@@ -132,7 +132,7 @@ def write_caffemodel(path, net, weights: Dict[str, List[np.ndarray]]) -> None:
         net = upgrade_net(net)
     _check_weight_names(net, weights, path)
     try:
-        with atomic_write(path) as f:
+        with atomic_write(path, direct=True) as f:
             f.write(_net_without_layers(net))
             for layer in net.layer:
                 _write_layer(f, layer, weights.get(layer.name, ()))

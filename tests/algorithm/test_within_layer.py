@@ -124,7 +124,7 @@ def test_stopping_below_the_first_layer_stores_no_copy_of_the_sample():
     net, x = small_convnet(), sample()
     runner = SampleRunner(net, x, 8, memory_mb=0)
     runner.advance(net.layer_names.index("conv1") - 1)
-    assert len(runner.cache) == 0 and runner.cache._folder is None
+    assert len(runner.cache) == 0 and runner.cache.spill_files.folder is None
     np.testing.assert_array_equal(np.concatenate([b["data"] for b in runner.live_batches()]), x)
     WithinLayer(init="kmeans")(net, runner)
     assert len(runner.cache) == len(runner)        # the passes store from the first computed layer on

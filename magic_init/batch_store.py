@@ -51,7 +51,6 @@ class SpillFiles:
         self._cleanup = None
         self._size = {}             # path -> bytes in the file
         self._free = []             # released paths
-        self._made = 0
 
     @property
     def folder(self):
@@ -93,8 +92,7 @@ class SpillFiles:
         if self._folder is None:
             self._folder = tempfile.mkdtemp(prefix="magic_init-batches-")
             self._cleanup = weakref.finalize(self, shutil.rmtree, self._folder, True)
-        self._made += 1
-        return os.path.join(self._folder, "a%d.bin" % self._made)
+        return os.path.join(self._folder, "a%d.bin" % len(self._size))
 
     def files(self):
         """How many files the folder holds (held and free)."""

@@ -59,9 +59,6 @@ class DirectWriter:
         self._length += len(data)
         return len(data)
 
-    def flush(self) -> None:
-        """Nothing to do before ``finish``: the buffered tail can only be written once, padded."""
-
     def finish(self) -> None:
         """Write the buffered tail (padded to a block under ``O_DIRECT``) and set the file's true length."""
         if self._filled:

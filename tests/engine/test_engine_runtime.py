@@ -4,15 +4,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
-def test_keep_freed_memory_applies_on_glibc():
-    code = "from magic_init.engine.runtime import keep_freed_memory; print(keep_freed_memory())"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "True"
-
 
 def test_exact_float32_on_cuda_turns_tf32_off_for_convolutions_and_matmuls():
     code = ("import torch; from magic_init.engine.runtime import exact_float32_on_cuda; "

